@@ -1,0 +1,3 @@
+from tre.cli import main
+
+main()

@@ -1,0 +1,20 @@
+"""The state store: SQLAlchemy repositories, Alembic migrations, and the hash-chained audit log."""
+
+from tre.store._audit import GENESIS_HASH, AuditEntry, AuditLog, VerifyResult, canonical_json, entry_hash
+from tre.store._database import Store, Unit, head_revision, sqlite_url
+from tre.store._repositories import StoredDataset, StoredProject
+
+__all__ = [
+    "GENESIS_HASH",
+    "AuditEntry",
+    "AuditLog",
+    "Store",
+    "StoredDataset",
+    "StoredProject",
+    "Unit",
+    "VerifyResult",
+    "canonical_json",
+    "entry_hash",
+    "head_revision",
+    "sqlite_url",
+]

@@ -1,0 +1,160 @@
+"""Repositories: load and save domain objects inside one transaction. No business rules here."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from tre.spec import Approval, Dataset, Project, User
+from tre.store._tables import ApprovalRow, DatasetRow, ProjectRow, TokenRow, UserRow
+
+
+@dataclass(frozen=True)
+class StoredProject:
+    """A project declaration with what the store knows about it."""
+
+    project: Project
+    generation: int
+    phase: str
+    created_at: str
+    updated_at: str
+
+    @property
+    def name(self) -> str:
+        return self.project.name
+
+
+@dataclass(frozen=True)
+class StoredDataset:
+    dataset: Dataset
+    generation: int
+    created_at: str
+    updated_at: str
+
+
+class UserRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def get(self, name: str) -> User | None:
+        row = self._session.get(UserRow, name)
+        return User.model_validate_json(row.record) if row else None
+
+    def all(self) -> list[User]:
+        rows = self._session.scalars(select(UserRow).order_by(UserRow.name))
+        return [User.model_validate_json(r.record) for r in rows]
+
+    def add(self, user: User, *, now: str) -> None:
+        record = user.model_dump_json(by_alias=True)
+        self._session.add(UserRow(name=user.name, record=record, created_at=now, updated_at=now))
+        self._session.flush()
+
+    def update(self, user: User, *, now: str) -> None:
+        row = self._session.get_one(UserRow, user.name)
+        row.record = user.model_dump_json(by_alias=True)
+        row.updated_at = now
+
+
+class TokenRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    @staticmethod
+    def digest(token: str) -> str:
+        return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+    def add(self, user_name: str, token: str, *, now: str) -> int:
+        row = TokenRow(user_name=user_name, digest=self.digest(token), created_at=now)
+        self._session.add(row)
+        self._session.flush()
+        return row.id
+
+    def user_for(self, token: str) -> str | None:
+        """The name of the user a live token belongs to, or None."""
+        query = select(TokenRow.user_name).where(TokenRow.digest == self.digest(token), TokenRow.revoked_at.is_(None))
+        return self._session.scalars(query).one_or_none()
+
+
+class DatasetRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def get(self, name: str) -> StoredDataset | None:
+        row = self._session.get(DatasetRow, name)
+        return _stored_dataset(row) if row else None
+
+    def all(self) -> list[StoredDataset]:
+        return [_stored_dataset(r) for r in self._session.scalars(select(DatasetRow).order_by(DatasetRow.name))]
+
+    def put(self, dataset: Dataset, *, now: str) -> int:
+        """Insert or replace; returns the new generation."""
+        spec = dataset.model_dump_json(by_alias=True)
+        row = self._session.get(DatasetRow, dataset.name)
+        if row is None:
+            row = DatasetRow(name=dataset.name, spec=spec, generation=1, created_at=now, updated_at=now)
+            self._session.add(row)
+        else:
+            row.spec, row.generation, row.updated_at = spec, row.generation + 1, now
+        self._session.flush()
+        return row.generation
+
+
+class ProjectRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def get(self, name: str) -> StoredProject | None:
+        row = self._session.get(ProjectRow, name)
+        return _stored_project(row) if row else None
+
+    def all(self) -> list[StoredProject]:
+        return [_stored_project(r) for r in self._session.scalars(select(ProjectRow).order_by(ProjectRow.name))]
+
+    def put(self, project: Project, *, phase: str, now: str) -> int:
+        """Insert or replace the declaration; returns the new generation."""
+        spec = project.model_dump_json(by_alias=True)
+        row = self._session.get(ProjectRow, project.name)
+        if row is None:
+            row = ProjectRow(name=project.name, spec=spec, generation=1, phase=phase, created_at=now, updated_at=now)
+            self._session.add(row)
+        else:
+            row.spec, row.generation, row.updated_at = spec, row.generation + 1, now
+        self._session.flush()
+        return row.generation
+
+    def set_phase(self, name: str, phase: str, *, now: str) -> None:
+        row = self._session.get_one(ProjectRow, name)
+        row.phase, row.updated_at = phase, now
+
+    def count_by_phase(self) -> dict[str, int]:
+        query = select(ProjectRow.phase, func.count()).group_by(ProjectRow.phase)
+        return dict(self._session.execute(query).tuples())
+
+
+class ApprovalRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, approval: Approval, *, now: str) -> int:
+        row = ApprovalRow(project_name=approval.project, record=approval.model_dump_json(), recorded_at=now)
+        self._session.add(row)
+        self._session.flush()
+        return row.id
+
+    def current(self, project: str) -> Approval | None:
+        """The most recent approval recorded for the project."""
+        query = select(ApprovalRow).where(ApprovalRow.project_name == project).order_by(ApprovalRow.id.desc())
+        row = self._session.scalars(query.limit(1)).one_or_none()
+        return Approval.model_validate_json(row.record) if row else None
+
+
+def _stored_dataset(row: DatasetRow) -> StoredDataset:
+    return StoredDataset(Dataset.model_validate_json(row.spec), row.generation, row.created_at, row.updated_at)
+
+
+def _stored_project(row: ProjectRow) -> StoredProject:
+    project = Project.model_validate_json(row.spec)
+    return StoredProject(project, row.generation, row.phase, row.created_at, row.updated_at)
