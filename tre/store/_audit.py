@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tre.errors import IntegrityError
 from tre.store._tables import AuditHeadRow, AuditRow
 
 GENESIS_HASH = "0" * 64
@@ -121,11 +122,11 @@ class AuditLog:
         return _to_entry(row)
 
     def _locked_head(self) -> AuditHeadRow:
+        """The head row, locked until the transaction ends (created by the first migration)."""
         query = select(AuditHeadRow).where(AuditHeadRow.id == _HEAD_ID).with_for_update()
         head = self._session.scalars(query).one_or_none()
         if head is None:
-            head = AuditHeadRow(id=_HEAD_ID, seq=0, hash=GENESIS_HASH)
-            self._session.add(head)
+            raise IntegrityError("the audit log head is missing: the database was altered outside tre")
         return head
 
     def entries(self, *, project: str | None = None, since_seq: int = 0) -> Iterator[AuditEntry]:

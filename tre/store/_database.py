@@ -12,6 +12,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import ResolutionError
+from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -101,7 +103,7 @@ class Store:
         with _translated_errors(self.url), self.engine.begin() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
             script = ScriptDirectory.from_config(_alembic_config())
-            if current is not None and script.get_revision(current) is None:  # pragma: no branch
+            if current is not None and not _known(script, current):
                 raise IntegrityError(_newer_message(current, script.get_current_head()))
             config = _alembic_config()
             config.attributes["connection"] = conn
@@ -121,6 +123,13 @@ def _alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
+
+
+def _known(script: ScriptDirectory, revision: str) -> bool:
+    try:
+        return script.get_revision(revision) is not None
+    except (ResolutionError, CommandError):
+        return False
 
 
 def _newer_message(current: str, head: str | None) -> str:

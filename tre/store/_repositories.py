@@ -131,7 +131,7 @@ class ProjectRepository:
 
     def count_by_phase(self) -> dict[str, int]:
         query = select(ProjectRow.phase, func.count()).group_by(ProjectRow.phase)
-        return dict(self._session.execute(query).tuples())
+        return {str(phase): int(count) for phase, count in self._session.execute(query)}
 
 
 class ApprovalRepository:

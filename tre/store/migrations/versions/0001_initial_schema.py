@@ -1,4 +1,4 @@
-"""initial schema
+"""Initial schema: users, tokens, datasets, projects, approvals, and the hash-chained audit log.
 
 Revision ID: 0001
 Revises:
@@ -15,13 +15,15 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table(
+    audit_head = op.create_table(
         "audit_head",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("seq", sa.Integer(), nullable=False),
         sa.Column("hash", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_head")),
     )
+    # The head exists from the start, so concurrent first appends lock it instead of racing to create it.
+    op.bulk_insert(audit_head, [{"id": 1, "seq": 0, "hash": "0" * 64}])
     op.create_table(
         "audit_log",
         sa.Column("seq", sa.Integer(), autoincrement=False, nullable=False),
