@@ -98,10 +98,14 @@ def test_tokens_are_stored_as_digests(store: Store) -> None:
 
 
 def test_failed_transaction_leaves_nothing_behind(store: Store) -> None:
-    with pytest.raises(RuntimeError), store.transaction() as unit:
-        unit.users.add(User(name="alice", roles=frozenset({Role.RESEARCHER})), now=NOW)
-        unit.audit.append(at=NOW, actor="test", action="user.added", target="alice", details={})
-        raise RuntimeError("crash halfway")
+    def crash_halfway() -> None:
+        with store.transaction() as unit:
+            unit.users.add(User(name="alice", roles=frozenset({Role.RESEARCHER})), now=NOW)
+            unit.audit.append(at=NOW, actor="test", action="user.added", target="alice", details={})
+            raise RuntimeError("crash halfway")
+
+    with pytest.raises(RuntimeError):
+        crash_halfway()
     with store.transaction(write=False) as unit:
         assert unit.users.all() == []
         assert list(unit.audit.entries()) == []
@@ -116,7 +120,8 @@ def test_audit_chain_links_entries(store: Store) -> None:
     assert second.prev_hash == first.hash
     with store.transaction(write=False) as unit:
         result = unit.audit.verify()
-        assert result.ok and result.entries == 2 and result.head_hash == second.hash
+        assert result.ok
+        assert (result.entries, result.head_hash) == (2, second.hash)
         assert [e.seq for e in unit.audit.entries(project="p")] == [2]
         assert [e.details for e in unit.audit.entries(since_seq=1)] == [{"n": 2}]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,8 +134,9 @@ class AuditLog:
         query = select(AuditRow).where(AuditRow.seq > since_seq).order_by(AuditRow.seq)
         if project is not None:
             query = query.where(AuditRow.project == project)
-        for row in self._session.scalars(query.execution_options(yield_per=1000)):
-            yield _to_entry(row)
+        with closing(self._session.scalars(query.execution_options(yield_per=1000))) as rows:
+            for row in rows:
+                yield _to_entry(row)
 
     def head(self) -> tuple[int, str]:
         head = self._session.get(AuditHeadRow, _HEAD_ID)
@@ -144,11 +146,12 @@ class AuditLog:
         """Walk the chain from the start; report the first entry that breaks it."""
         expected_seq, prev = 1, GENESIS_HASH
         query = select(AuditRow).order_by(AuditRow.seq).execution_options(yield_per=1000)
-        for row in self._session.scalars(query):
-            problem = _first_problem(row, expected_seq, prev)
-            if problem:
-                return VerifyResult(expected_seq - 1, prev, first_bad_seq=row.seq, problem=problem)
-            expected_seq, prev = row.seq + 1, row.hash
+        with closing(self._session.scalars(query)) as rows:
+            for row in rows:
+                problem = _first_problem(row, expected_seq, prev)
+                if problem:
+                    return VerifyResult(expected_seq - 1, prev, first_bad_seq=expected_seq, problem=problem)
+                expected_seq, prev = row.seq + 1, row.hash
         return self._verify_head(expected_seq - 1, prev)
 
     def _verify_head(self, last_seq: int, last_hash: str) -> VerifyResult:
