@@ -148,3 +148,37 @@ def test_concurrent_appends_keep_one_unbroken_chain(store: Store) -> None:
         result = unit.audit.verify()
         assert result.ok, result.problem
         assert result.entries == 40
+
+
+@pytest.mark.postgres
+def test_cli_walk_through_on_postgresql(tre, postgres_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The same commands, with TRE_DATABASE_URL pointing at a real PostgreSQL."""
+    monkeypatch.setenv("TRE_DATABASE_URL", postgres_server.create_database())
+    commands = [
+        ("user", "add", "alice", "--role", "researcher", "-a", "safe-researcher:2027-06-30"),
+        ("user", "add", "bob", "--role", "researcher", "-a", "safe-researcher:2027-06-30"),
+        ("user", "add", "carol", "--role", "approver"),
+        ("dataset", "register", "-f", str(EXAMPLES / "hospital-episodes.dataset.yaml")),
+        ("project", "apply", "-f", str(EXAMPLES / "diabetes-outcomes.project.yaml")),
+        (
+            "project",
+            "approve",
+            "diabetes-outcomes",
+            "--by",
+            "carol",
+            "--reference",
+            "R",
+            "--expires",
+            "2027-01-01",
+            "--agreement",
+            "A",
+        ),
+    ]
+    for command in commands:
+        result = tre(*command)
+        assert result.exit_code == 0, result.stderr
+    shown = tre("project", "show", "diabetes-outcomes", "-o", "json")
+    assert '"phase": "approved"' in shown.stdout
+    verified = tre("audit", "verify")
+    assert verified.exit_code == 0
+    assert "7 entries" in verified.stdout  # six actions and the phase change to approved
