@@ -10,6 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from tre.cli._audit import audit_app
+from tre.cli._data import data_app, demo_data, optout_app, provision
 from tre.cli._datasets import dataset_app
 from tre.cli._people import token_app, user_app
 from tre.cli._projects import project_app
@@ -43,6 +44,10 @@ app.add_typer(dataset_app, name="dataset")
 app.add_typer(project_app, name="project")
 app.add_typer(audit_app, name="audit")
 app.add_typer(register_app, name="register")
+app.add_typer(optout_app, name="optout")
+app.add_typer(data_app, name="data")
+app.command("provision")(provision)
+app.command("demo-data")(demo_data)
 
 
 class SchemaKind(StrEnum):

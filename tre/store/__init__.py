@@ -2,12 +2,14 @@
 
 from tre.store._audit import GENESIS_HASH, AuditEntry, AuditLog, VerifyResult, canonical_json, entry_hash
 from tre.store._database import Store, Unit, head_revision, sqlite_url
-from tre.store._repositories import StoredDataset, StoredProject
+from tre.store._repositories import Extract, OptOutVersion, StoredDataset, StoredProject
 
 __all__ = [
     "GENESIS_HASH",
     "AuditEntry",
     "AuditLog",
+    "Extract",
+    "OptOutVersion",
     "Store",
     "StoredDataset",
     "StoredProject",

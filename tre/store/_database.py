@@ -23,6 +23,8 @@ from tre.store._audit import AuditLog
 from tre.store._repositories import (
     ApprovalRepository,
     DatasetRepository,
+    ExtractRepository,
+    OptOutRepository,
     ProjectRepository,
     TokenRepository,
     UserRepository,
@@ -42,6 +44,8 @@ class Unit:
     datasets: DatasetRepository
     projects: ProjectRepository
     approvals: ApprovalRepository
+    optouts: OptOutRepository
+    extracts: ExtractRepository
     audit: AuditLog
 
 
@@ -53,6 +57,8 @@ def _make_unit(session: Session) -> Unit:
         datasets=DatasetRepository(session),
         projects=ProjectRepository(session),
         approvals=ApprovalRepository(session),
+        optouts=OptOutRepository(session),
+        extracts=ExtractRepository(session),
         audit=AuditLog(session),
     )
 

@@ -9,7 +9,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tre.spec import Approval, Dataset, Project, User
-from tre.store._tables import ApprovalRow, DatasetRow, ProjectRow, TokenRow, UserRow
+from tre.store._tables import (
+    ApprovalRow,
+    DatasetRow,
+    ExtractRow,
+    OptOutVersionRow,
+    ProjectRow,
+    TokenRow,
+    UserRow,
+)
 
 
 @dataclass(frozen=True)
@@ -158,3 +166,85 @@ def _stored_dataset(row: DatasetRow) -> StoredDataset:
 def _stored_project(row: ProjectRow) -> StoredProject:
     project = Project.model_validate_json(row.spec)
     return StoredProject(project, row.generation, row.phase, row.created_at, row.updated_at)
+
+
+@dataclass(frozen=True)
+class OptOutVersion:
+    version: int
+    imported_at: str
+    numbers: int
+    invalid_lines: int
+    sha256: str
+    object_key: str
+
+
+@dataclass(frozen=True)
+class Extract:
+    id: str
+    project: str
+    created_at: str
+    optout_version: int
+    key_version: int
+    manifest_key: str
+    manifest: str
+
+
+class OptOutRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, item: OptOutVersion) -> None:
+        self._session.add(OptOutVersionRow(**item.__dict__))
+        self._session.flush()
+
+    def latest(self) -> OptOutVersion | None:
+        query = select(OptOutVersionRow).order_by(OptOutVersionRow.version.desc()).limit(1)
+        row = self._session.scalars(query).one_or_none()
+        return _optout(row) if row else None
+
+    def all(self) -> list[OptOutVersion]:
+        return [_optout(r) for r in self._session.scalars(select(OptOutVersionRow).order_by(OptOutVersionRow.version))]
+
+
+class ExtractRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, item: Extract) -> None:
+        row = ExtractRow(
+            id=item.id,
+            project_name=item.project,
+            created_at=item.created_at,
+            optout_version=item.optout_version,
+            key_version=item.key_version,
+            manifest_key=item.manifest_key,
+            manifest=item.manifest,
+        )
+        self._session.add(row)
+        self._session.flush()
+
+    def for_project(self, project: str) -> list[Extract]:
+        """The project's extracts, newest first."""
+        query = select(ExtractRow).where(ExtractRow.project_name == project)
+        rows = self._session.scalars(query.order_by(ExtractRow.created_at.desc(), ExtractRow.id.desc()))
+        return [_extract(r) for r in rows]
+
+    def current(self, project: str) -> Extract | None:
+        extracts = self.for_project(project)
+        return extracts[0] if extracts else None
+
+    def delete(self, extract_id: str) -> None:
+        row = self._session.get(ExtractRow, extract_id)
+        if row is not None:
+            self._session.delete(row)
+            self._session.flush()
+
+
+def _optout(row: OptOutVersionRow) -> OptOutVersion:
+    return OptOutVersion(row.version, row.imported_at, row.numbers, row.invalid_lines, row.sha256, row.object_key)
+
+
+def _extract(row: ExtractRow) -> Extract:
+    return Extract(
+        row.id, row.project_name, row.created_at, row.optout_version, row.key_version, row.manifest_key, row.manifest
+    )

@@ -90,3 +90,30 @@ class AuditHeadRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class OptOutVersionRow(Base):
+    """One imported version of the national data opt-out list; the numbers live in the object store."""
+
+    __tablename__ = "optout_versions"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    imported_at: Mapped[str] = mapped_column(String(32))
+    numbers: Mapped[int] = mapped_column(Integer)
+    invalid_lines: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    object_key: Mapped[str] = mapped_column(String(256))
+
+
+class ExtractRow(Base):
+    """A completed provisioning of a project's datasets; the newest one per project is served."""
+
+    __tablename__ = "extracts"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_name: Mapped[str] = mapped_column(ForeignKey("projects.name"), index=True)
+    created_at: Mapped[str] = mapped_column(String(32))
+    optout_version: Mapped[int] = mapped_column(Integer)
+    key_version: Mapped[int] = mapped_column(Integer)
+    manifest_key: Mapped[str] = mapped_column(String(256))
+    manifest: Mapped[str] = mapped_column(Text)
