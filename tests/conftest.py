@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from tests.support import postgres
+from tests.support import openbao, postgres
 from tre.cli import _context, app
 from tre.store import Store, sqlite_url
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 REQUIRE_POSTGRES = os.environ.get("TRE_TEST_REQUIRE_POSTGRES") == "1"
+REQUIRE_OPENBAO = os.environ.get("TRE_TEST_REQUIRE_OPENBAO") == "1"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -50,6 +51,19 @@ def postgres_server() -> Iterator[postgres.PostgresServer]:
         if REQUIRE_POSTGRES:
             raise
         pytest.skip(f"PostgreSQL unavailable: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def bao() -> Iterator[openbao.OpenBaoServer]:
+    """A real OpenBao dev server on a loopback port, shared by the session."""
+    try:
+        server = openbao.start_server()
+    except FileNotFoundError as exc:
+        if REQUIRE_OPENBAO:
+            pytest.fail(f"TRE_TEST_REQUIRE_OPENBAO=1 but OpenBao is unavailable: {exc}")
+        pytest.skip(f"OpenBao is unavailable: {exc}")
     yield server
     server.stop()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 from collections.abc import Callable, Iterator
@@ -15,24 +14,6 @@ import pytest
 from tests.support import openbao
 from tre.clients.vault import PseudonymKey, VaultClient
 from tre.errors import InputError, NotFoundError, PermissionDeniedError, TemporaryError
-
-REQUIRE_OPENBAO = os.environ.get("TRE_TEST_REQUIRE_OPENBAO") == "1"
-
-
-def _start() -> openbao.OpenBaoServer:
-    try:
-        return openbao.start_server()
-    except FileNotFoundError as exc:
-        if REQUIRE_OPENBAO:
-            pytest.fail(f"TRE_TEST_REQUIRE_OPENBAO=1 but OpenBao is unavailable: {exc}")
-        pytest.skip(f"OpenBao is unavailable: {exc}")
-
-
-@pytest.fixture(scope="session")
-def bao() -> Iterator[openbao.OpenBaoServer]:
-    server = _start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -295,7 +276,7 @@ def test_an_unreachable_vault_is_a_temporary_error() -> None:
 
 
 def test_a_sealed_vault_is_a_temporary_error() -> None:
-    server = _start()
+    server = openbao.start_server()
     try:
         with VaultClient(server.url, server.root_token) as client:
             client.check_ready()

@@ -129,7 +129,7 @@ def run_extract(
         con.execute(statement, params.values | {"source": str(source)})
         counts = ExtractCounts(*con.execute(COUNTS_SQL).fetchone())  # type: ignore[misc]
         for column in plan.pseudonymised:
-            con.execute(pseudonym_map_sql(column), {"ipad": ipad, "opad": opad})
+            con.execute(pseudonym_map_sql(column, plan), {"ipad": ipad, "opad": opad})
         con.execute(
             f"COPY ({output_sql(plan)}) TO {_literal_path(output)} "
             f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_SIZE})"

@@ -60,7 +60,7 @@ def condition_sql(condition: Condition, column_type: ColumnType, params: Paramet
     if condition.op is Operator.NOT_NULL:
         return f"{column} IS NOT NULL"
     if condition.op in (Operator.IN, Operator.NOT_IN):
-        assert isinstance(condition.value, list)
+        assert isinstance(condition.value, tuple)
         values = ", ".join(f"CAST({params.add(v)} AS {sql_type})" for v in condition.value)
         negation = "NOT " if condition.op is Operator.NOT_IN else ""
         return f"{column} {negation}IN ({values})"
@@ -73,10 +73,6 @@ def filter_sql(plan: ExtractPlan, params: Parameters) -> str:
         return "true"
     parts = [condition_sql(c, plan.declared_type(c.column), params) for c in plan.filter]
     return "coalesce(" + " AND ".join(f"({p})" for p in parts) + ", false)"
-
-
-def normalised_nhs_sql(column: str) -> str:
-    return f"regexp_replace(CAST({quote(column)} AS VARCHAR), '[ -]', '', 'g')"
 
 
 def source_sql(plan: ExtractPlan, path_param: str) -> str:
@@ -97,7 +93,7 @@ def staged_sql(plan: ExtractPlan, params: Parameters, path_param: str) -> str:
     needed = sorted({c.name for c in plan.outputs})
     carried = ", ".join(f"CASE WHEN _keep THEN {quote(n)} END AS {quote(n)}" for n in needed) or "NULL AS _none"
     if plan.nhs_number_column:
-        nhs = normalised_nhs_sql(plan.nhs_number_column)
+        nhs = identifier_sql(plan.nhs_number_column, plan)
         flags = (
             f"_keep, nhs_valid({nhs}) AS _valid, "
             f"TRY_CAST({nhs} AS BIGINT) IN (SELECT nhs_number FROM optouts) AS _opted"
@@ -112,10 +108,9 @@ def staged_sql(plan: ExtractPlan, params: Parameters, path_param: str) -> str:
 
 KEPT = "_keep AND _valid AND NOT coalesce(_opted, false)"
 COUNTS_SQL = (
-    "SELECT count(*) AS rows_read, count_if(_keep) AS rows_matching_filter, "
-    "count_if(_keep AND NOT _valid) AS invalid_nhs_numbers, "
-    "count_if(_keep AND _valid AND coalesce(_opted, false)) AS opt_outs_removed, "
-    f"count_if({KEPT}) AS rows_written FROM staged"
+    "SELECT count(*), coalesce(count_if(_keep), 0), coalesce(count_if(_keep AND NOT _valid), 0), "
+    "coalesce(count_if(_keep AND _valid AND coalesce(_opted, false)), 0), "
+    f"coalesce(count_if({KEPT}), 0) FROM staged"
 )
 
 
@@ -123,9 +118,18 @@ def map_table(column: str) -> str:
     return quote(f"map_{column}")
 
 
-def pseudonym_map_sql(column: str) -> str:
+def identifier_sql(column: str, plan: ExtractPlan, table: str = "") -> str:
+    """The value a direct identifier is pseudonymised from: the NHS number normalised (so spacing does not
+    change a patient's pseudonym), any other identifier as text."""
+    qualified = f"{table}.{quote(column)}" if table else quote(column)
+    if column == plan.nhs_number_column:
+        return f"regexp_replace(CAST({qualified} AS VARCHAR), '[ -]', '', 'g')"
+    return f"CAST({qualified} AS VARCHAR)"
+
+
+def pseudonym_map_sql(column: str, plan: ExtractPlan) -> str:
     """Distinct values of a direct identifier among kept rows, each hashed once."""
-    values = f"SELECT DISTINCT CAST({quote(column)} AS VARCHAR) AS v FROM staged WHERE {KEPT}"
+    values = f"SELECT DISTINCT {identifier_sql(column, plan)} AS v FROM staged WHERE {KEPT}"
     return (
         f"CREATE TEMP TABLE {map_table(column)} AS SELECT v, tre_hmac(v, $ipad, $opad) AS p "
         f"FROM ({values} AND {quote(column)} IS NOT NULL)"
@@ -151,7 +155,7 @@ def output_sql(plan: ExtractPlan) -> str:
     """The extract: kept rows, approved columns, identifiers replaced by their pseudonyms."""
     selects = ", ".join(_output_expression(c) for c in plan.outputs)
     joins = " ".join(
-        f"LEFT JOIN {map_table(c.name)} ON {map_table(c.name)}.v = CAST(s.{quote(c.name)} AS VARCHAR)"
+        f"LEFT JOIN {map_table(c.name)} ON {map_table(c.name)}.v = {identifier_sql(c.name, plan, 's')}"
         for c in plan.outputs
         if c.transform is Transform.PSEUDONYMISE
     )

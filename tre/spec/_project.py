@@ -45,7 +45,7 @@ class Condition(Model):
 
     column: ColumnName
     op: Operator
-    value: Scalar | list[Scalar] | None = None
+    value: Scalar | tuple[Scalar, ...] | None = None
 
     @model_validator(mode="after")
     def _value_fits_operator(self) -> Self:
@@ -53,9 +53,9 @@ class Condition(Model):
             if self.value is not None:
                 raise ValueError(f"condition on {self.column!r}: {self.op.value!r} takes no value")
         elif self.op in _LIST_OPERATORS:
-            if not isinstance(self.value, list) or not self.value:
+            if not isinstance(self.value, tuple) or not self.value:
                 raise ValueError(f"condition on {self.column!r}: {self.op.value!r} needs a non-empty list")
-        elif self.value is None or isinstance(self.value, list):
+        elif self.value is None or isinstance(self.value, tuple):
             raise ValueError(f"condition on {self.column!r}: {self.op.value!r} needs a single value")
         return self
 

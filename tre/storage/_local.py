@@ -73,7 +73,16 @@ class LocalObjectStore:
                 yield self._info(key, path)
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        """Remove the object, and any directories it leaves empty."""
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        for parent in path.parents:
+            if parent == self.root or not parent.is_relative_to(self.root):
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
 
     def _atomic(self, path: Path) -> _AtomicFile:
         return _AtomicFile(path)

@@ -211,8 +211,11 @@ class ExtractRepository:
         self._session = session
 
     def add(self, item: Extract) -> None:
+        """Record an extract; it becomes the project's current one (extracts are numbered in order)."""
+        last = self._session.scalar(select(func.max(ExtractRow.seq)))
         row = ExtractRow(
             id=item.id,
+            seq=(last or 0) + 1,
             project_name=item.project,
             created_at=item.created_at,
             optout_version=item.optout_version,
@@ -226,7 +229,7 @@ class ExtractRepository:
     def for_project(self, project: str) -> list[Extract]:
         """The project's extracts, newest first."""
         query = select(ExtractRow).where(ExtractRow.project_name == project)
-        rows = self._session.scalars(query.order_by(ExtractRow.created_at.desc(), ExtractRow.id.desc()))
+        rows = self._session.scalars(query.order_by(ExtractRow.seq.desc()))
         return [_extract(r) for r in rows]
 
     def current(self, project: str) -> Extract | None:

@@ -111,6 +111,7 @@ class ExtractRow(Base):
     __tablename__ = "extracts"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, unique=True)
     project_name: Mapped[str] = mapped_column(ForeignKey("projects.name"), index=True)
     created_at: Mapped[str] = mapped_column(String(32))
     optout_version: Mapped[int] = mapped_column(Integer)

@@ -28,6 +28,7 @@ def upgrade() -> None:
     op.create_table(
         "extracts",
         sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
         sa.Column("project_name", sa.String(length=40), nullable=False),
         sa.Column("created_at", sa.String(length=32), nullable=False),
         sa.Column("optout_version", sa.Integer(), nullable=False),
@@ -36,6 +37,7 @@ def upgrade() -> None:
         sa.Column("manifest", sa.Text(), nullable=False),
         sa.ForeignKeyConstraint(["project_name"], ["projects.name"], name=op.f("fk_extracts_project_name_projects")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_extracts")),
+        sa.UniqueConstraint("seq", name=op.f("uq_extracts_seq")),
     )
     with op.batch_alter_table("extracts", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_extracts_project_name"), ["project_name"], unique=False)
