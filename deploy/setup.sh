@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 
-debian_packages=(postgresql)
+# PostgreSQL for the store tests; Ceph's radosgw for a real S3 server that checks signatures and object lock.
+debian_packages=(postgresql ceph-mon ceph-osd radosgw)
 missing=()
 for package in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

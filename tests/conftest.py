@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from tests.support import openbao, postgres
+from tests.support import openbao, postgres, radosgw
 from tre.cli import _context, app
 from tre.store import Store, sqlite_url
 
@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 REQUIRE_POSTGRES = os.environ.get("TRE_TEST_REQUIRE_POSTGRES") == "1"
 REQUIRE_OPENBAO = os.environ.get("TRE_TEST_REQUIRE_OPENBAO") == "1"
+REQUIRE_RADOSGW = os.environ.get("TRE_TEST_REQUIRE_RADOSGW") == "1"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -64,6 +65,19 @@ def bao() -> Iterator[openbao.OpenBaoServer]:
         if REQUIRE_OPENBAO:
             pytest.fail(f"TRE_TEST_REQUIRE_OPENBAO=1 but OpenBao is unavailable: {exc}")
         pytest.skip(f"OpenBao is unavailable: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def rgw() -> Iterator[radosgw.RadosgwServer]:
+    """A real S3 server (Ceph radosgw on a one-node memstore cluster): checks signatures, enforces object lock."""
+    try:
+        server = radosgw.start_server()
+    except FileNotFoundError as exc:
+        if REQUIRE_RADOSGW:
+            pytest.fail(f"TRE_TEST_REQUIRE_RADOSGW=1 but {exc}")
+        pytest.skip(str(exc))
     yield server
     server.stop()
 

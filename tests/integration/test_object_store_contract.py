@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import radosgw
 from tests.support import s3 as s3_support
 from tre.clients.s3 import S3Location, S3ObjectStore
 from tre.errors import InputError, NotFoundError, PermissionDeniedError, TemporaryError
@@ -35,10 +36,13 @@ def _s3_store(endpoint: str, access_key: str, secret_key: str, *, versioned: boo
     return S3ObjectStore(location)
 
 
-@pytest.fixture(params=["local", "moto"])
+@pytest.fixture(params=["local", "moto", "radosgw"])
 def object_store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     if request.param == "local":
         return LocalObjectStore(tmp_path / "objects")
+    if request.param == "radosgw":
+        rgw: radosgw.RadosgwServer = request.getfixturevalue("rgw")
+        return _s3_store(rgw.endpoint_url, rgw.access_key, rgw.secret_key)
     server: s3_support.MotoServer = request.getfixturevalue("moto_server")
     return _s3_store(server.endpoint_url, server.access_key, server.secret_key)
 
@@ -170,3 +174,22 @@ def test_open_object_store_from_url(tmp_path: Path) -> None:
         open_object_store("ftp://host/x")
     with pytest.raises(InputError, match="names no bucket"):
         open_object_store("s3:///x")
+
+
+def test_wrong_credentials_are_permission_denied_on_a_signature_checking_server(rgw: radosgw.RadosgwServer) -> None:
+    store = _s3_store(rgw.endpoint_url, rgw.access_key, rgw.secret_key)
+    store.put_bytes("k", b"kept")
+    forged = S3Location(
+        bucket=store.bucket, prefix="tre", endpoint_url=rgw.endpoint_url, access_key=rgw.access_key, secret_key="wrong"
+    )
+    with pytest.raises(PermissionDeniedError, match="SignatureDoesNotMatch") as error:
+        S3ObjectStore(forged).put_bytes("k", b"overwritten")
+    assert "wrong" not in str(error.value)
+    assert store.get_bytes("k") == b"kept"
+
+
+def test_versioned_bucket_on_radosgw_records_versions(rgw: radosgw.RadosgwServer) -> None:
+    store = _s3_store(rgw.endpoint_url, rgw.access_key, rgw.secret_key, versioned=True)
+    first, second = store.put_bytes("k", b"1"), store.put_bytes("k", b"2")
+    assert first.version_id is not None
+    assert second.version_id not in (None, first.version_id)

@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
 from tests.support import radosgw
-
-REQUIRE_RADOSGW = os.environ.get("TRE_TEST_REQUIRE_RADOSGW") == "1"
-
-
-@pytest.fixture(scope="module")
-def rgw() -> Iterator[radosgw.RadosgwServer]:
-    try:
-        server = radosgw.start_server()
-    except FileNotFoundError as exc:
-        if REQUIRE_RADOSGW:
-            pytest.fail(f"TRE_TEST_REQUIRE_RADOSGW=1 but {exc}")
-        pytest.skip(str(exc))
-    yield server
-    server.stop()
 
 
 def _object_lock_works(s3: Any, bucket: str) -> bool:

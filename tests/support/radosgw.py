@@ -31,12 +31,14 @@ MON_ID = "a"
 RGW_NAME = "client.rgw.test"
 USER_ID = "tre-test"
 _PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 CONF_TEMPLATE = """\
 [global]
 fsid = {fsid}
 mon host = [v2:127.0.0.1:{mon_port}]
 public addr = 127.0.0.1
+cluster addr = 127.0.0.1
 ms bind msgr1 = false
 auth cluster required = none
 auth service required = none
@@ -66,6 +68,9 @@ osd pool default pg autoscale mode = off
 mon allow pool size one = true
 mon warn on pool no redundancy = false
 mon max pg per osd = 1000
+# the monitor would refuse to run on a disk with under 5% free; this store is tiny and throwaway
+mon data avail crit = 0
+mon data avail warn = 0
 # commit monitor map changes at once: radosgw's first start makes ~8 pools, one paxos round each (11 s -> 1 s)
 paxos propose interval = 0.05
 rgw frontends = beast endpoint=127.0.0.1:{rgw_port}
@@ -156,7 +161,7 @@ def _run(server: RadosgwServer, argv: list[str], timeout: float) -> str:
 
 def _die_with_parent() -> None:
     """In the child before exec: get SIGKILL when the thread that started it ends without calling stop()."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    _LIBC.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
 def _spawn(server: RadosgwServer, argv: list[str]) -> None:
@@ -193,7 +198,7 @@ def _start_osd(server: RadosgwServer, timeout: float) -> None:
 
 def _create_user(server: RadosgwServer, timeout: float) -> None:
     argv = ["radosgw-admin", "user", "create", "--uid", USER_ID, "--display-name", USER_ID]
-    _run(server, [*argv, "--access-key", server.access_key, "--secret-key", server.secret_key], timeout)
+    _run(server, [*argv, f"--access-key={server.access_key}", f"--secret-key={server.secret_key}"], timeout)
 
 
 def _s3_answers(server: RadosgwServer) -> bool:
@@ -235,7 +240,7 @@ def start_server(timeout: float = 120, options: Mapping[str, str] | None = None)
     server = RadosgwServer(
         endpoint_url=f"http://127.0.0.1:{rgw_port}",
         access_key=secrets.token_hex(10).upper(),
-        secret_key=secrets.token_urlsafe(30),
+        secret_key=secrets.token_hex(20),
         root=Path(tempfile.mkdtemp(prefix="tre-rgw-")),
     )
     try:

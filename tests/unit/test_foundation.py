@@ -84,3 +84,16 @@ def test_every_blocker_code_is_documented() -> None:
     text = (REPO / "docs" / "explanation" / "governance.md").read_text()
     missing = [code.value for code in BlockerCode if f"`{code.value}`" not in text]
     assert missing == []
+
+
+def test_test_range_numbers_are_valid_distinct_and_bounded() -> None:
+    import numpy as np
+
+    from tre.data._nhs import TEST_RANGE_CAPACITY, test_range_numbers, valid_mask
+
+    numbers = test_range_numbers(50_000, np.random.default_rng(1))
+    assert len(set(numbers.tolist())) == 50_000
+    assert valid_mask(numbers).all()
+    assert ((numbers // 10**7) == 999).all()
+    with pytest.raises(ValueError, match="NHS test range holds about"):
+        test_range_numbers(TEST_RANGE_CAPACITY + 1, np.random.default_rng(1))

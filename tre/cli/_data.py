@@ -12,15 +12,8 @@ from tre import services
 from tre.cli._context import current_actor, load_settings, now, open_store, transaction
 from tre.cli._output import Output, OutputOption, print_json, print_table
 from tre.clients.vault import VaultClient
-from tre.data import (
-    DataServices,
-    EngineLimits,
-    import_optouts,
-    parse_optout_file,
-    provision_project,
-    stale_projects,
-    write_demo_data,
-)
+from tre.data import EngineLimits, parse_optout_file, write_demo_data
+from tre.data.provision import DataServices, import_optouts, provision_project, stale_projects
 from tre.errors import InputError, NotFoundError
 from tre.services import check_actor_is_admin
 from tre.storage import ObjectStore, open_object_store

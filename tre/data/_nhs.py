@@ -8,6 +8,7 @@ import numpy.typing as npt
 _WEIGHTS = np.array([10, 9, 8, 7, 6, 5, 4, 3, 2], dtype=np.int64)
 _POWERS = 10 ** np.arange(9, -1, -1, dtype=np.int64)
 TEST_RANGE_PREFIX = 999  # NHS numbers 999 000 0000 to 999 999 9999 are reserved for testing
+TEST_RANGE_CAPACITY = 900_000  # of its 10**6 nine-digit stems, about 10/11 have a valid check digit
 
 Int64Array = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -35,7 +36,9 @@ def valid_mask(numbers: Int64Array) -> BoolArray:
 
 
 def test_range_numbers(count: int, rng: np.random.Generator) -> Int64Array:
-    """``count`` distinct valid NHS numbers from the range reserved for testing."""
+    """``count`` distinct valid NHS numbers from the range reserved for testing (at most 900,000 exist)."""
+    if count > TEST_RANGE_CAPACITY:
+        raise ValueError(f"the NHS test range holds about {TEST_RANGE_CAPACITY:,} valid numbers; asked for {count:,}")
     chosen: Int64Array = np.empty(0, dtype=np.int64)
     while chosen.size < count:
         body = TEST_RANGE_PREFIX * 10**6 + rng.integers(0, 10**6, size=int(count * 1.3) + 16, dtype=np.int64)

@@ -21,6 +21,7 @@ from tre.data._sql import (
     Parameters,
     output_sql,
     pseudonym_map_sql,
+    rows_read_sql,
     staged_sql,
 )
 from tre.errors import InputError
@@ -125,9 +126,9 @@ def run_extract(
             con.execute(macro)
         _load_optouts(con, optouts)
         params = Parameters()
-        statement = staged_sql(plan, params, "$source")
-        con.execute(statement, params.values | {"source": str(source)})
-        counts = ExtractCounts(*con.execute(COUNTS_SQL).fetchone())  # type: ignore[misc]
+        con.execute(staged_sql(plan, params, "$source"), params.values | {"source": str(source)})
+        (rows_read,) = con.execute(rows_read_sql(plan, "$source"), {"source": str(source)}).fetchone()  # type: ignore[misc]
+        counts = ExtractCounts(rows_read, *con.execute(COUNTS_SQL).fetchone())  # type: ignore[misc]
         for column in plan.pseudonymised:
             con.execute(pseudonym_map_sql(column, plan), {"ipad": ipad, "opad": opad})
         con.execute(

@@ -81,35 +81,33 @@ def source_sql(plan: ExtractPlan, path_param: str) -> str:
         columns = "{" + ", ".join(f"'{name}': '{SQL_TYPES[kind]}'" for name, kind in plan.declared) + "}"
         return (
             f"read_csv({path_param}, header = true, columns = {columns}, auto_detect = false, "
-            "strict_mode = true, null_padding = false, dateformat = '%Y-%m-%d')"
+            "strict_mode = true, null_padding = false)"
         )
     casts = ", ".join(f"CAST({quote(n)} AS {SQL_TYPES[k]}) AS {quote(n)}" for n, k in plan.declared)
     return f"(SELECT {casts} FROM read_parquet({path_param}))"
 
 
 def staged_sql(plan: ExtractPlan, params: Parameters, path_param: str) -> str:
-    """One pass over the source: flags for every row; column values only for rows that match the filter."""
+    """One pass over the source keeping only rows that match the filter, with their NHS number checks."""
     keep = filter_sql(plan, params)
     needed = sorted({c.name for c in plan.outputs})
-    carried = ", ".join(f"CASE WHEN _keep THEN {quote(n)} END AS {quote(n)}" for n in needed) or "NULL AS _none"
+    carried = ", ".join(quote(n) for n in needed) or "NULL AS _none"
     if plan.nhs_number_column:
         nhs = identifier_sql(plan.nhs_number_column, plan)
-        flags = (
-            f"_keep, nhs_valid({nhs}) AS _valid, "
-            f"TRY_CAST({nhs} AS BIGINT) IN (SELECT nhs_number FROM optouts) AS _opted"
-        )
+        flags = f"nhs_valid({nhs}) AS _valid, TRY_CAST({nhs} AS BIGINT) IN (SELECT nhs_number FROM optouts) AS _opted"
     else:
-        flags = "_keep, true AS _valid, false AS _opted"
-    return (
-        f"CREATE TEMP TABLE staged AS SELECT {flags}, {carried} "
-        f"FROM (SELECT *, {keep} AS _keep FROM {source_sql(plan, path_param)})"
-    )
+        flags = "true AS _valid, false AS _opted"
+    return f"CREATE TEMP TABLE staged AS SELECT {flags}, {carried} FROM {source_sql(plan, path_param)} WHERE {keep}"
 
 
-KEPT = "_keep AND _valid AND NOT coalesce(_opted, false)"
+def rows_read_sql(plan: ExtractPlan, path_param: str) -> str:
+    """Every record in the source, parsed but not converted (no column is projected)."""
+    return f"SELECT count(*) FROM {source_sql(plan, path_param)}"
+
+
+KEPT = "_valid AND NOT coalesce(_opted, false)"
 COUNTS_SQL = (
-    "SELECT count(*), coalesce(count_if(_keep), 0), coalesce(count_if(_keep AND NOT _valid), 0), "
-    "coalesce(count_if(_keep AND _valid AND coalesce(_opted, false)), 0), "
+    "SELECT count(*), coalesce(count_if(NOT _valid), 0), coalesce(count_if(_valid AND coalesce(_opted, false)), 0), "
     f"coalesce(count_if({KEPT}), 0) FROM staged"
 )
 

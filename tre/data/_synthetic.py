@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from tre.data._nhs import test_range_numbers
+from tre.data._nhs import TEST_RANGE_CAPACITY, test_range_numbers
 
 OUTWARD_CODES = ("LS1", "LS6", "M13", "M20", "B15", "B29", "NE1", "NE6", "EH8", "CF10", "BS8", "SW1A", "E1", "N7", "L8")
 SEXES = ("F", "M", "I")
@@ -95,9 +95,11 @@ def write_optouts(path: Path, table: pa.Table, fraction: float, seed: int) -> in
 def write_demo_data(
     directory: Path, *, rows: int = 20_000, patients: int | None = None, seed: int = 2026, optout_fraction: float = 0.05
 ) -> SyntheticFiles:
-    """Write ``hospital-episodes.csv`` and ``optouts.txt`` into ``directory``."""
+    """Write ``hospital-episodes.csv`` and ``optouts.txt`` into ``directory``.
+
+    By default one patient per four episodes, capped by the size of the NHS test number range."""
     directory.mkdir(parents=True, exist_ok=True)
-    patients = patients or max(1, rows // 4)
+    patients = patients or min(max(1, rows // 4), TEST_RANGE_CAPACITY)
     table = episodes_table(rows, patients, seed)
     episodes = directory / "hospital-episodes.csv"
     partial = episodes.with_name(f".{episodes.name}.partial")
