@@ -50,4 +50,4 @@ step tre provision diabetes-outcomes
 step tre data manifest diabetes-outcomes
 step tre audit verify
 step tre register export --format csv
-printf '\nDemo state is in %s; continue with: export TRE_HOME=%s\n' "$TRE_HOME" "$TRE_HOME"
+printf '\nDemo state is in %s; continue with: export TRE_HOME=%s (its OpenBao has stopped)\n' "$TRE_HOME" "$TRE_HOME"
