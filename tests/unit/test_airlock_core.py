@@ -70,7 +70,7 @@ def test_every_transition_is_decided_by_the_map(current: State, target: State, b
 
 
 def test_terminal_states_and_reachability() -> None:
-    assert TERMINAL == {State.REJECTED, State.WITHDRAWN, State.REVOKED}
+    assert {State.REJECTED, State.WITHDRAWN, State.REVOKED} == TERMINAL
     reached, frontier = {State.DRAFT}, [State.DRAFT]
     while frontier:
         for target in VALID_STATE_TRANSITIONS[frontier.pop()]:
@@ -176,7 +176,7 @@ def test_a_checker_cannot_review_their_own_request() -> None:
         "a\\b",
         "tab\tname",
         "ünï.csv",
-        "ｆｕｌｌ.csv",
+        "\uff46\uff55\uff4c\uff4c.csv",  # full-width look-alikes
         "CITATION.txt",
         "decision.json",
         "nul\x00.csv",
