@@ -9,6 +9,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
+from tre.cli._airlock import airlock_app
 from tre.cli._audit import audit_app
 from tre.cli._data import data_app, demo_data, optout_app, provision
 from tre.cli._datasets import dataset_app
@@ -46,6 +47,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(register_app, name="register")
 app.add_typer(optout_app, name="optout")
 app.add_typer(data_app, name="data")
+app.add_typer(airlock_app, name="airlock")
 app.command("provision")(provision)
 app.command("demo-data")(demo_data)
 

@@ -10,8 +10,14 @@ from tre.store import Unit
 
 
 def released_output_count(unit: Unit, project: str) -> int:
-    """Outputs released from the project's airlock (the airlock records them as ``airlock.released``)."""
-    return sum(1 for e in unit.audit.entries(project=project) if e.action == "airlock.released")
+    """Output files released from the project's airlock, less those of revoked requests."""
+    released = {
+        e.target: len(e.details.get("files", []))
+        for e in unit.audit.entries(project=project)
+        if e.action == "airlock.released"
+    }
+    revoked = {e.target for e in unit.audit.entries(project=project) if e.action == "airlock.revoked"}
+    return sum(count for request, count in released.items() if request not in revoked)
 
 
 def transparency_register(unit: Unit, *, today: dt.date) -> list[RegisterEntry]:

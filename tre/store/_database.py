@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from tre.errors import IntegrityError, TemporaryError
+from tre.store._airlock import AirlockRepository
 from tre.store._audit import AuditLog
 from tre.store._repositories import (
     ApprovalRepository,
@@ -46,6 +47,7 @@ class Unit:
     approvals: ApprovalRepository
     optouts: OptOutRepository
     extracts: ExtractRepository
+    airlock: AirlockRepository
     audit: AuditLog
 
 
@@ -59,6 +61,7 @@ def _make_unit(session: Session) -> Unit:
         approvals=ApprovalRepository(session),
         optouts=OptOutRepository(session),
         extracts=ExtractRepository(session),
+        airlock=AirlockRepository(session),
         audit=AuditLog(session),
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -118,3 +118,60 @@ class ExtractRow(Base):
     key_version: Mapped[int] = mapped_column(Integer)
     manifest_key: Mapped[str] = mapped_column(String(256))
     manifest: Mapped[str] = mapped_column(Text)
+
+
+class AirlockRequestRow(Base):
+    __tablename__ = "airlock_requests"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_name: Mapped[str] = mapped_column(ForeignKey("projects.name"), index=True)
+    author: Mapped[str] = mapped_column(String(64), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    context: Mapped[str] = mapped_column(Text)
+    controls: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    round: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[str] = mapped_column(String(32))
+    updated_at: Mapped[str] = mapped_column(String(32))
+
+
+class AirlockFileRow(Base):
+    __tablename__ = "airlock_files"
+    __table_args__ = (UniqueConstraint("request_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("airlock_requests.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    object_key: Mapped[str] = mapped_column(String(512))
+    added_at: Mapped[str] = mapped_column(String(32))
+
+
+class AirlockBallotRow(Base):
+    __tablename__ = "airlock_ballots"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("airlock_requests.id"), index=True)
+    round: Mapped[int] = mapped_column(Integer)
+    checker: Mapped[str] = mapped_column(String(64))
+    file: Mapped[str] = mapped_column(String(200))
+    vote: Mapped[str] = mapped_column(String(16))
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    shared: Mapped[bool] = mapped_column(Boolean)
+    at: Mapped[str] = mapped_column(String(32))
+
+
+class AirlockCheckRow(Base):
+    """The result of one automated check on one file in one round."""
+
+    __tablename__ = "airlock_checks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("airlock_requests.id"), index=True)
+    round: Mapped[int] = mapped_column(Integer)
+    file: Mapped[str] = mapped_column(String(200))
+    rule: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,378 @@
+"""Airlock actions: each checks who may act and whether the state allows it, then changes and audits atomically.
+
+Files go into a quarantine area of the object store, content-addressed by SHA-256, when added. Release copies
+the approved output files to the project's release area after re-checking every hash, then writes
+``CITATION.txt`` and ``decision.json``, then records the request as released. Release can be re-run after a crash
+at any point: the copies are identical, and the state changes exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from tre.airlock._checks import CheckResult, Status, check_file, worst
+from tre.airlock._files import FileKind, RequestFile, check_file_name
+from tre.airlock._permissions import (
+    check_user_can_author,
+    check_user_can_review,
+    check_user_can_revoke,
+    check_user_can_view_request,
+    user_can_view_request,
+)
+from tre.airlock._review import Ballot, Vote, check_ballot, request_outcome, visible_ballots
+from tre.airlock._states import Owner, State, check_transition
+from tre.errors import ConflictError, InputError, IntegrityError, NotFoundError, PermissionDeniedError
+from tre.governance import PATIENT_DATA_CITATION
+from tre.services import Actor, get_project, timestamp
+from tre.spec import ProjectSpec, Role, User
+from tre.storage import ObjectStore
+from tre.store import Store, StoredBallot, StoredCheck, StoredFile, StoredRequest, Unit
+
+DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+
+
+def _user(actor: Actor) -> User:
+    if actor.user is None:
+        raise PermissionDeniedError("airlock actions are taken by a named user: set TRE_TOKEN to your token")
+    return actor.user
+
+
+def _request(unit: Unit, request_id: str) -> StoredRequest:
+    request = unit.airlock.get(request_id)
+    if request is None:
+        raise NotFoundError(f"no airlock request {request_id}")
+    return request
+
+
+def _spec(unit: Unit, request: StoredRequest) -> ProjectSpec:
+    return get_project(unit, request.project).project.spec
+
+
+def _audit(unit: Unit, actor: Actor, action: str, request: StoredRequest, now: dt.datetime, **details: Any) -> None:
+    unit.audit.append(
+        at=timestamp(now),
+        actor=actor.name,
+        action=f"airlock.{action}",
+        project=request.project,
+        target=request.id,
+        details=details,
+    )
+
+
+def _move(
+    unit: Unit, actor: Actor, request: StoredRequest, target: State, by: Owner, now: dt.datetime
+) -> StoredRequest:
+    check_transition(State(request.state), target, by)
+    unit.airlock.update(request.id, state=target.value, now=timestamp(now))
+    _audit(unit, actor, "state-changed", request, now, **{"from": request.state, "to": target.value, "by": by.value})
+    return _request(unit, request.id)
+
+
+def create_request(
+    unit: Unit, actor: Actor, project: str, *, title: str, context: str = "", controls: str = "", now: dt.datetime
+) -> StoredRequest:
+    user = _user(actor)
+    check_user_can_author(user, get_project(unit, project).project.spec, project)
+    if not title.strip() or len(title) > 200:
+        raise InputError("a request needs a title of 1 to 200 characters")
+    request = StoredRequest(
+        id=f"ar-{secrets.token_hex(6)}",
+        project=project,
+        author=user.name,
+        title=title.strip(),
+        context=context,
+        controls=controls,
+        state=State.DRAFT.value,
+        round=0,
+        created_at=timestamp(now),
+        updated_at=timestamp(now),
+    )
+    unit.airlock.create(request)
+    _audit(unit, actor, "created", request, now, title=request.title)
+    return request
+
+
+def _check_author_editing(unit: Unit, actor: Actor, request: StoredRequest) -> None:
+    if _user(actor).name != request.author:
+        raise PermissionDeniedError(f"only the author ({request.author}) may change request {request.id}")
+    if State(request.state) not in (State.DRAFT, State.RETURNED):
+        raise ConflictError(f"request {request.id} is {request.state}: files can change only in draft or returned")
+
+
+def add_file(
+    unit: Unit,
+    actor: Actor,
+    objects: ObjectStore,
+    request_id: str,
+    *,
+    name: str,
+    kind: FileKind,
+    data: bytes,
+    now: dt.datetime,
+    limits: Limits = Limits(),
+) -> StoredFile:
+    """Copy a file into quarantine and attach it (replacing one of the same name)."""
+    request = _request(unit, request_id)
+    _check_author_editing(unit, actor, request)
+    check_file_name(name)
+    if not data:
+        raise InputError(f"file {name} is empty")
+    if len(data) > limits.max_file_bytes:
+        raise InputError(f"file {name} is {len(data)} bytes, over the {limits.max_file_bytes}-byte limit")
+    digest = hashlib.sha256(data).hexdigest()
+    info = objects.put_bytes(f"airlock/{request.id}/quarantine/{digest}", data)
+    item = StoredFile(name, kind.value, digest, len(data), info.key, timestamp(now))
+    unit.airlock.put_file(request.id, item)
+    unit.airlock.update(request.id, now=timestamp(now))
+    _audit(unit, actor, "file-added", request, now, file=name, kind=kind.value, sha256=digest, size=len(data))
+    return item
+
+
+def remove_file(unit: Unit, actor: Actor, request_id: str, name: str, *, now: dt.datetime) -> None:
+    request = _request(unit, request_id)
+    _check_author_editing(unit, actor, request)
+    if not unit.airlock.remove_file(request.id, name):
+        raise NotFoundError(f"request {request.id} has no file {name}")
+    _audit(unit, actor, "file-removed", request, now, file=name)
+
+
+def _files(unit: Unit, request_id: str) -> list[RequestFile]:
+    return [RequestFile(f.name, FileKind(f.kind), f.sha256, f.size) for f in unit.airlock.files(request_id)]
+
+
+def _fingerprint(files: list[StoredFile]) -> set[tuple[str, str, str]]:
+    return {(f.name, f.kind, f.sha256) for f in files}
+
+
+def submit(
+    unit: Unit, actor: Actor, objects: ObjectStore, request_id: str, *, now: dt.datetime, limits: Limits = Limits()
+) -> StoredRequest:
+    """Submit for review: run the automated checks, then go to review, or back to the author if any check fails."""
+    request = _request(unit, request_id)
+    _check_author_editing(unit, actor, request)
+    files = unit.airlock.files(request.id)
+    if not any(f.kind == FileKind.OUTPUT.value for f in files):
+        raise InputError(
+            f"request {request.id} has no output file: add one with 'tre airlock add ID FILE --kind output'"
+        )
+    if request.round > 0 and _fingerprint(files) == _submitted_fingerprint(unit, request):
+        raise ConflictError(
+            f"request {request.id} is unchanged since it was returned: change a file before resubmitting"
+        )
+    request = _move(unit, actor, request, State.SUBMITTED, Owner.AUTHOR, now)
+    unit.airlock.update(request.id, round=request.round + 1, now=timestamp(now))
+    request = _move(unit, actor, _request(unit, request.id), State.CHECKING, Owner.SYSTEM, now)
+    results = _run_checks(unit, objects, request, files, limits)
+    _audit(unit, actor, "checked", request, now, results={f: r.value for f, r in results.items()})
+    target = State.RETURNED if Status.FAIL in results.values() else State.IN_REVIEW
+    return _move(unit, actor, request, target, Owner.SYSTEM, now)
+
+
+def _submitted_fingerprint(unit: Unit, request: StoredRequest) -> set[tuple[str, str, str]]:
+    """The files as they were at the last submission, from the audit record of that round's checks."""
+    checks = unit.airlock.checks(request.id, request.round)
+    return {tuple(json.loads(c.detail)["file"]) for c in checks if c.rule == "submitted"}
+
+
+def _run_checks(
+    unit: Unit, objects: ObjectStore, request: StoredRequest, files: list[StoredFile], limits: Limits
+) -> dict[str, Status]:
+    results: dict[str, Status] = {}
+    for item in files:
+        data = _verified_bytes(objects, item)
+        checks = check_file(item.name, data, max_bytes=limits.max_file_bytes)
+        for check in checks:
+            unit.airlock.add_check(request.id, _stored_check(request.round, item.name, check))
+        marker = json.dumps({"file": [item.name, item.kind, item.sha256]})
+        unit.airlock.add_check(request.id, StoredCheck(request.round, item.name, "submitted", "pass", marker))
+        results[item.name] = worst(checks)
+    return results
+
+
+def _stored_check(round_: int, name: str, check: CheckResult) -> StoredCheck:
+    return StoredCheck(round_, name, check.rule, check.status.value, json.dumps({"detail": check.detail}))
+
+
+def _verified_bytes(objects: ObjectStore, item: StoredFile) -> bytes:
+    data = objects.get_bytes(item.object_key)
+    if hashlib.sha256(data).hexdigest() != item.sha256:
+        raise IntegrityError(f"file {item.name} changed in quarantine after it was added: release is blocked")
+    return data
+
+
+def vote(
+    unit: Unit,
+    actor: Actor,
+    request_id: str,
+    *,
+    file: str,
+    choice: Vote,
+    comment: str | None = None,
+    shared: bool = False,
+    now: dt.datetime,
+) -> StoredRequest:
+    """Record one checker's vote on one file; once every output file is decided, the request moves on."""
+    request = _request(unit, request_id)
+    user = _user(actor)
+    spec = _spec(unit, request)
+    check_user_can_view_request(user, spec, request.id)
+    check_user_can_review(user, spec, request.author)
+    if State(request.state) is not State.IN_REVIEW:
+        raise ConflictError(f"request {request.id} is {request.state}: votes are taken only while in review")
+    if file not in {f.name for f in unit.airlock.files(request.id)}:
+        raise NotFoundError(f"request {request.id} has no file {file}")
+    ballot = Ballot(user.name, file, choice, comment, shared)
+    check_ballot(ballot)
+    unit.airlock.add_ballot(
+        request.id, StoredBallot(request.round, user.name, file, choice.value, comment, shared, timestamp(now))
+    )
+    _audit(unit, actor, "voted", request, now, file=file, vote=choice.value, round=request.round)
+    outcome = request_outcome(_files(unit, request.id), _ballots(unit, request))
+    return _move(unit, actor, request, outcome, Owner.SYSTEM, now) if outcome else request
+
+
+def _ballots(unit: Unit, request: StoredRequest) -> list[Ballot]:
+    return [
+        Ballot(b.checker, b.file, Vote(b.vote), b.comment, b.shared)
+        for b in unit.airlock.ballots(request.id, request.round)
+    ]
+
+
+def withdraw(unit: Unit, actor: Actor, request_id: str, *, now: dt.datetime) -> StoredRequest:
+    request = _request(unit, request_id)
+    if _user(actor).name != request.author:
+        raise PermissionDeniedError(f"only the author ({request.author}) may withdraw request {request.id}")
+    return _move(unit, actor, request, State.WITHDRAWN, Owner.AUTHOR, now)
+
+
+def view(unit: Unit, actor: Actor, request_id: str, *, now: dt.datetime) -> dict[str, Any]:
+    """The request as the caller may see it (blind review applies); the view is audited."""
+    request = _request(unit, request_id)
+    user = _user(actor)
+    spec = _spec(unit, request)
+    check_user_can_view_request(user, spec, request.id)
+    is_checker = user.has_role(Role.OUTPUT_CHECKER) and user.name not in spec.all_members
+    _audit(unit, actor, "viewed", request, now)
+    checks = unit.airlock.checks(request.id, request.round)
+    return {
+        "id": request.id,
+        "project": request.project,
+        "author": request.author,
+        "title": request.title,
+        "context": request.context,
+        "controls": request.controls,
+        "state": request.state,
+        "round": request.round,
+        "createdAt": request.created_at,
+        "updatedAt": request.updated_at,
+        "files": [
+            {
+                "name": f.name,
+                "kind": f.kind,
+                "sha256": f.sha256,
+                "size": f.size,
+                "checks": [
+                    {"rule": c.rule, "status": c.status, **json.loads(c.detail)}
+                    for c in checks
+                    if c.file == f.name and c.rule != "submitted"
+                ],
+            }
+            for f in unit.airlock.files(request.id)
+        ],
+        "votes": [
+            {"checker": b.checker, "file": b.file, "vote": b.vote.value, "comment": b.comment}
+            for b in visible_ballots(_ballots(unit, request), user.name, is_checker=is_checker)
+        ],
+    }
+
+
+def list_requests(unit: Unit, actor: Actor) -> list[StoredRequest]:
+    """Requests the caller may see: their projects' requests, and, for independent checkers, the rest."""
+    user = _user(actor)
+    specs = {p.name: p.project.spec for p in unit.projects.all()}
+    return [r for r in unit.airlock.find() if user_can_view_request(user, specs[r.project])]
+
+
+def revoke(
+    unit: Unit, actor: Actor, objects: ObjectStore, request_id: str, *, reason: str, now: dt.datetime
+) -> StoredRequest:
+    request = _request(unit, request_id)
+    check_user_can_revoke(_user(actor), _spec(unit, request))
+    if not reason.strip():
+        raise InputError("revoking needs a reason, for the record")
+    moved = _move(unit, actor, request, State.REVOKED, Owner.CHECKER, now)
+    for info in list(objects.list(release_prefix(request))):
+        objects.delete(info.key)
+    _audit(unit, actor, "revoked", request, now, reason=reason)
+    return moved
+
+
+# ---- release -----------------------------------------------------------------------------------------------------
+
+
+def release_prefix(request: StoredRequest) -> str:
+    return f"projects/{request.project}/releases/{request.id}/"
+
+
+def release(store: Store, objects: ObjectStore, request_id: str, *, now: dt.datetime) -> bool:
+    """Release an approved request; True if this call released it. Safe to repeat, including after a crash."""
+    system = Actor(name="system:airlock")
+    with store.transaction(write=False) as unit:
+        request = _request(unit, request_id)
+        if State(request.state) is not State.APPROVED:
+            return False
+        files = [f for f in unit.airlock.files(request.id) if f.kind == FileKind.OUTPUT.value]
+        record = _decision_record(unit, request, files, now)
+    prefix = release_prefix(request)
+    for item in files:
+        objects.put_bytes(prefix + item.name, _verified_bytes(objects, item))
+    objects.put_bytes(prefix + "CITATION.txt", (PATIENT_DATA_CITATION + "\n").encode())
+    objects.put_bytes(prefix + "decision.json", json.dumps(record, indent=2, sort_keys=True).encode())
+    with store.transaction() as unit:
+        current = _request(unit, request_id)
+        if State(current.state) is not State.APPROVED:
+            return False
+        _move(unit, system, current, State.RELEASED, Owner.SYSTEM, now)
+        _audit(unit, system, "released", current, now, files=[f.name for f in files], location=prefix)
+    return True
+
+
+def _decision_record(unit: Unit, request: StoredRequest, files: list[StoredFile], now: dt.datetime) -> dict[str, Any]:
+    checks = unit.airlock.checks(request.id, request.round)
+    return {
+        "request": request.id,
+        "project": request.project,
+        "title": request.title,
+        "author": request.author,
+        "round": request.round,
+        "releasedAt": timestamp(now),
+        "citation": PATIENT_DATA_CITATION,
+        "files": [{"name": f.name, "sha256": f.sha256, "size": f.size} for f in files],
+        "checks": [
+            {"file": c.file, "rule": c.rule, "status": c.status, **json.loads(c.detail)}
+            for c in checks
+            if c.rule != "submitted"
+        ],
+        "votes": [
+            {"checker": b.checker, "file": b.file, "vote": b.vote, "comment": b.comment, "at": b.at}
+            for b in unit.airlock.ballots(request.id, request.round)
+        ],
+        "overrides": [],
+    }
+
+
+def release_approved(store: Store, objects: ObjectStore, *, now: dt.datetime) -> list[str]:
+    """Release every approved request (run after votes, and at start-up to finish any interrupted release)."""
+    with store.transaction(write=False) as unit:
+        approved = [r.id for r in unit.airlock.find() if r.state == State.APPROVED.value]
+    return [request_id for request_id in approved if release(store, objects, request_id, now=now)]

@@ -1,0 +1,169 @@
+"""``tre airlock …``: output requests, acting as the user whose token is in TRE_TOKEN."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tre.airlock import FileKind, Vote
+from tre.airlock import service as airlock
+from tre.cli._context import now, open_store, transaction
+from tre.cli._data import object_store
+from tre.cli._output import Output, OutputOption, print_json, print_table
+from tre.errors import InputError
+
+airlock_app = typer.Typer(help="Output requests: the only way anything leaves a workspace.", no_args_is_help=True)
+
+
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file (not a symlink, device or directory), refusing it if it is over ``limit``."""
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read file ({exc.strerror})") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise InputError(f"{path} is a symbolic link: add the file itself")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{path} is not a regular file")
+    if info.st_size > limit:
+        raise InputError(f"{path} is {info.st_size} bytes, over the {limit}-byte limit")
+    with path.open("rb") as handle:
+        return handle.read(limit + 1)
+
+
+def _release_approved() -> list[str]:
+    with open_store() as store:
+        return airlock.release_approved(store, object_store(), now=now())
+
+
+@airlock_app.command("create")
+def create(
+    project: str,
+    title: Annotated[str, typer.Option(help="What the outputs are.")],
+    context: Annotated[str, typer.Option(help="What the checkers need to know.")] = "",
+    controls: Annotated[str, typer.Option(help="Disclosure controls applied (rounding, suppression…).")] = "",
+) -> None:
+    """Start a request; prints its id."""
+    with transaction() as (unit, actor):
+        request = airlock.create_request(
+            unit, actor, project, title=title, context=context, controls=controls, now=now()
+        )
+    typer.echo(request.id)
+
+
+@airlock_app.command("add")
+def add(
+    request_id: str,
+    file: Path,
+    kind: Annotated[FileKind, typer.Option(help="output (to release), supporting or code (for the checkers).")],
+    name: Annotated[str | None, typer.Option(help="Name in the request (default: the file's name).")] = None,
+) -> None:
+    """Add a file (copied into quarantine now; later changes to your copy do not matter)."""
+    limits = airlock.Limits()
+    data = read_regular_file(file, limits.max_file_bytes)
+    with transaction() as (unit, actor):
+        item = airlock.add_file(
+            unit,
+            actor,
+            object_store(),
+            request_id,
+            name=name or file.name,
+            kind=kind,
+            data=data,
+            now=now(),
+            limits=limits,
+        )
+    typer.echo(f"{request_id}: added {item.name} ({item.kind}, {item.size} bytes, sha256 {item.sha256[:12]}…)")
+
+
+@airlock_app.command("remove")
+def remove(request_id: str, name: str) -> None:
+    """Remove a file from a draft or returned request."""
+    with transaction() as (unit, actor):
+        airlock.remove_file(unit, actor, request_id, name, now=now())
+    typer.echo(f"{request_id}: removed {name}")
+
+
+@airlock_app.command("submit")
+def submit(request_id: str) -> None:
+    """Submit for review; automated checks run first."""
+    with transaction() as (unit, actor):
+        request = airlock.submit(unit, actor, object_store(), request_id, now=now())
+    typer.echo(f"{request_id}: {request.state}")
+
+
+@airlock_app.command("list")
+def list_requests(output: OutputOption = Output.TABLE) -> None:
+    """Requests you may see."""
+    with transaction(write=False) as (unit, actor):
+        requests = airlock.list_requests(unit, actor)
+    if output is Output.JSON:
+        print_json([r.__dict__ for r in requests])
+        return
+    print_table(
+        "Airlock requests",
+        ["id", "project", "author", "state", "title"],
+        [(r.id, r.project, r.author, r.state, r.title) for r in requests],
+    )
+
+
+@airlock_app.command("show")
+def show(request_id: str, output: OutputOption = Output.TABLE) -> None:
+    """A request: state, files, check results, and the votes you may see."""
+    with transaction() as (unit, actor):
+        document = airlock.view(unit, actor, request_id, now=now())
+    if output is Output.JSON:
+        print_json(document)
+        return
+    typer.echo(f"{document['id']} ({document['project']}, by {document['author']}): {document['state']}")
+    for item in document["files"]:
+        flags = ", ".join(f"{c['rule']} {c['status']}" for c in item["checks"])
+        typer.echo(f"  {item['name']} [{item['kind']}] {flags}")
+    for ballot in document["votes"]:
+        typer.echo(
+            f"  vote: {ballot['checker'] or 'a checker'} {ballot['vote']} {ballot['file']}: {ballot['comment'] or ''}"
+        )
+
+
+@airlock_app.command("review")
+def review(
+    request_id: str,
+    file: Annotated[str, typer.Option("--file", help="The file voted on.")],
+    vote: Annotated[Vote, typer.Option("--vote")],
+    comment: Annotated[str | None, typer.Option(help="Required unless approving.")] = None,
+    share: Annotated[bool, typer.Option("--share", help="Show the comment to the author.")] = False,
+) -> None:
+    """Vote on one file (independent output checkers only)."""
+    with transaction() as (unit, actor):
+        request = airlock.vote(
+            unit, actor, request_id, file=file, choice=vote, comment=comment, shared=share, now=now()
+        )
+    released = _release_approved() if request.state == "approved" else []
+    typer.echo(f"{request_id}: {'released' if request_id in released else request.state}")
+
+
+@airlock_app.command("withdraw")
+def withdraw(request_id: str) -> None:
+    """Withdraw your request."""
+    with transaction() as (unit, actor):
+        airlock.withdraw(unit, actor, request_id, now=now())
+    typer.echo(f"{request_id}: withdrawn")
+
+
+@airlock_app.command("revoke")
+def revoke(request_id: str, reason: Annotated[str, typer.Option(help="Why, for the record.")]) -> None:
+    """Revoke an approved or released request (its released files are removed)."""
+    with transaction() as (unit, actor):
+        airlock.revoke(unit, actor, object_store(), request_id, reason=reason, now=now())
+    typer.echo(f"{request_id}: revoked")
+
+
+@airlock_app.command("release-pending")
+def release_pending() -> None:
+    """Finish releasing every approved request (e.g. after an interruption)."""
+    released = _release_approved()
+    typer.echo(f"released: {', '.join(released)}" if released else "nothing to release")

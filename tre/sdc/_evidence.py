@@ -1,0 +1,157 @@
+"""Per-cell evidence for the disclosure rules, computed in one grouping pass over the records."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pandas as pd  # type: ignore[import-untyped]
+from numpy.typing import NDArray
+
+Floats = NDArray[np.float64]
+Ints = NDArray[np.int64]
+
+
+@dataclasses.dataclass(frozen=True)
+class Evidence:
+    """Evidence for every cell of a grid; each array has the grid's shape (``tops`` has one more axis)."""
+
+    count: Ints  # records in the cell
+    missing: Ints  # records whose value is missing (NaN)
+    negatives: Ints  # records whose value is negative
+    total: Floats  # sum of the non-missing values
+    tops: Floats  # largest absolute contributions, descending, zero-padded: shape (rows, columns, depth)
+
+    @property
+    def contributors(self) -> Ints:
+        """Records that contribute a value to the cell's statistic."""
+        return self.count - self.missing
+
+    def top_sum(self, n: int) -> Floats:
+        """Sum of the n largest absolute contributions."""
+        return self.tops[..., :n].sum(axis=-1)
+
+    def frames(self, index: Any, columns: Any, dominance_n: int) -> dict[str, Any]:
+        """The evidence as DataFrames labelled like the table."""
+        arrays = {
+            "count": self.count,
+            "sum": self.total,
+            "top1": self.tops[..., 0],
+            "top2": self.tops[..., 1],
+            "top_n_sum": self.top_sum(dominance_n),
+            "negatives": self.negatives,
+            "missing": self.missing,
+        }
+        return {name: pd.DataFrame(array, index=index, columns=columns) for name, array in arrays.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupEvidence:
+    """Evidence per observed key combination, before it is laid out like the table."""
+
+    keys: Any  # pandas Index (or MultiIndex) of key combinations
+    count: Ints
+    missing: Ints
+    negatives: Ints
+    total: Floats
+    tops: Floats  # shape (groups, depth)
+
+
+def group_evidence(keys: Any, values: Floats | None, depth: int) -> GroupEvidence:
+    """Group the records once by every key column and aggregate all the evidence from that one grouping."""
+    frame = keys.assign(_value=1.0 if values is None else values)
+    frame["_missing"] = frame["_value"].isna()
+    frame["_negative"] = frame["_value"] < 0
+    grouped = frame.groupby(list(keys.columns), observed=True, dropna=True, sort=False)
+    stats = grouped.agg(
+        count=("_value", "size"),
+        missing=("_missing", "sum"),
+        negatives=("_negative", "sum"),
+        total=("_value", "sum"),
+    )
+    count = stats["count"].to_numpy(np.int64)
+    if values is None:
+        tops = (np.arange(depth) < count[:, None]).astype(np.float64)
+    else:
+        codes = grouped.ngroup().to_numpy(np.float64, na_value=-1.0).astype(np.int64)
+        tops = _largest(codes, np.abs(values), len(stats), depth)
+    return GroupEvidence(
+        keys=stats.index,
+        count=count,
+        missing=stats["missing"].to_numpy(np.int64),
+        negatives=stats["negatives"].to_numpy(np.int64),
+        total=stats["total"].to_numpy(np.float64),
+        tops=tops,
+    )
+
+
+def _largest(codes: Ints, magnitudes: Floats, groups: int, depth: int) -> Floats:
+    """The ``depth`` largest magnitudes in each group (NaN and ungrouped records skipped), zero-padded."""
+    keep = (codes >= 0) & ~np.isnan(magnitudes)
+    codes, magnitudes = codes[keep], magnitudes[keep]
+    order = np.lexsort((-magnitudes, codes))
+    codes, magnitudes = codes[order], magnitudes[order]
+    rank = np.arange(codes.size) - np.searchsorted(codes, np.arange(groups))[codes]
+    top = rank < depth
+    tops = np.zeros((groups, depth))
+    tops[codes[top], rank[top]] = magnitudes[top]
+    return tops
+
+
+def lay_out(group: GroupEvidence, rows: Any, columns: Any | None, row_keys: int) -> Evidence:
+    """Place each group's evidence in the table cell with the same labels; cells with no records get zeros."""
+    i, j = _positions(group.keys, rows, columns, row_keys)
+    found = (i >= 0) & (j >= 0)
+    i, j = i[found], j[found]
+    shape = (len(rows), 1 if columns is None else len(columns))
+
+    def place(values: Any, dtype: Any) -> Any:
+        grid = np.zeros(shape + values.shape[1:], dtype=dtype)
+        grid[i, j] = values[found]
+        return grid
+
+    return Evidence(
+        count=place(group.count, np.int64),
+        missing=place(group.missing, np.int64),
+        negatives=place(group.negatives, np.int64),
+        total=place(group.total, np.float64),
+        tops=place(group.tops, np.float64),
+    )
+
+
+def _positions(keys: Any, rows: Any, columns: Any | None, row_keys: int) -> tuple[Ints, Ints]:
+    """Row and column positions in the table of each group's key combination (-1 where absent)."""
+    if columns is None:
+        return rows.get_indexer(keys), np.zeros(len(keys), dtype=np.int64)
+    levels = list(range(keys.nlevels))
+    row_part = keys.droplevel(levels[row_keys:])
+    column_part = keys.droplevel(levels[:row_keys])
+    return rows.get_indexer(row_part), columns.get_indexer(column_part)
+
+
+def with_margins(evidence: Evidence, *, rows: bool, columns: bool) -> Evidence:
+    """Append the evidence of a totals row and/or column: the union of the cells they add up."""
+    if rows:
+        evidence = _append_total(evidence, axis=0)
+    if columns:
+        evidence = _append_total(evidence, axis=1)
+    return evidence
+
+
+def _append_total(evidence: Evidence, axis: int) -> Evidence:
+    def add(values: Any) -> Any:
+        return np.concatenate([values, values.sum(axis=axis, keepdims=True)], axis=axis)
+
+    depth = evidence.tops.shape[-1]
+    pooled = np.moveaxis(evidence.tops, axis, -2)
+    pooled = pooled.reshape(*pooled.shape[:-2], -1)
+    margin = -np.sort(-pooled, axis=-1)[..., :depth]
+    tops = np.concatenate([evidence.tops, np.expand_dims(margin, axis)], axis=axis)
+    return Evidence(
+        count=add(evidence.count),
+        missing=add(evidence.missing),
+        negatives=add(evidence.negatives),
+        total=add(evidence.total),
+        tops=tops,
+    )

@@ -1,0 +1,135 @@
+"""Storage of airlock requests, their files, ballots and check results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from tre.store._tables import AirlockBallotRow, AirlockCheckRow, AirlockFileRow, AirlockRequestRow
+
+
+@dataclass(frozen=True)
+class StoredRequest:
+    id: str
+    project: str
+    author: str
+    title: str
+    context: str
+    controls: str
+    state: str
+    round: int
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    name: str
+    kind: str
+    sha256: str
+    size: int
+    object_key: str
+    added_at: str
+
+
+@dataclass(frozen=True)
+class StoredBallot:
+    round: int
+    checker: str
+    file: str
+    vote: str
+    comment: str | None
+    shared: bool
+    at: str
+
+
+@dataclass(frozen=True)
+class StoredCheck:
+    round: int
+    file: str
+    rule: str
+    status: str
+    detail: str
+
+
+class AirlockRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def create(self, request: StoredRequest) -> None:
+        fields = {k: v for k, v in request.__dict__.items() if k != "project"}
+        self._session.add(AirlockRequestRow(project_name=request.project, **fields))
+        self._session.flush()
+
+    def get(self, request_id: str) -> StoredRequest | None:
+        row = self._session.get(AirlockRequestRow, request_id)
+        return _request(row) if row else None
+
+    def find(self, projects: Iterable[str] | None = None) -> list[StoredRequest]:
+        query = select(AirlockRequestRow).order_by(AirlockRequestRow.created_at, AirlockRequestRow.id)
+        if projects is not None:
+            query = query.where(AirlockRequestRow.project_name.in_(list(projects)))
+        return [_request(r) for r in self._session.scalars(query)]
+
+    def update(self, request_id: str, *, now: str, state: str | None = None, round: int | None = None) -> None:
+        row = self._session.get_one(AirlockRequestRow, request_id)
+        row.state = state if state is not None else row.state
+        row.round = round if round is not None else row.round
+        row.updated_at = now
+        self._session.flush()
+
+    def put_file(self, request_id: str, item: StoredFile) -> None:
+        """Add a file, or replace the one with the same name."""
+        self.remove_file(request_id, item.name)
+        self._session.add(AirlockFileRow(request_id=request_id, **item.__dict__))
+        self._session.flush()
+
+    def remove_file(self, request_id: str, name: str) -> bool:
+        query = delete(AirlockFileRow).where(AirlockFileRow.request_id == request_id, AirlockFileRow.name == name)
+        removed = self._session.execute(query).rowcount  # type: ignore[attr-defined]
+        self._session.flush()
+        return bool(removed)
+
+    def files(self, request_id: str) -> list[StoredFile]:
+        query = select(AirlockFileRow).where(AirlockFileRow.request_id == request_id).order_by(AirlockFileRow.name)
+        return [
+            StoredFile(r.name, r.kind, r.sha256, r.size, r.object_key, r.added_at) for r in self._session.scalars(query)
+        ]
+
+    def add_ballot(self, request_id: str, ballot: StoredBallot) -> None:
+        self._session.add(AirlockBallotRow(request_id=request_id, **ballot.__dict__))
+        self._session.flush()
+
+    def ballots(self, request_id: str, round: int | None = None) -> list[StoredBallot]:
+        query = select(AirlockBallotRow).where(AirlockBallotRow.request_id == request_id)
+        if round is not None:
+            query = query.where(AirlockBallotRow.round == round)
+        rows = self._session.scalars(query.order_by(AirlockBallotRow.id))
+        return [StoredBallot(r.round, r.checker, r.file, r.vote, r.comment, r.shared, r.at) for r in rows]
+
+    def add_check(self, request_id: str, check: StoredCheck) -> None:
+        self._session.add(AirlockCheckRow(request_id=request_id, **check.__dict__))
+        self._session.flush()
+
+    def checks(self, request_id: str, round: int) -> list[StoredCheck]:
+        query = select(AirlockCheckRow).where(AirlockCheckRow.request_id == request_id, AirlockCheckRow.round == round)
+        rows = self._session.scalars(query.order_by(AirlockCheckRow.id))
+        return [StoredCheck(r.round, r.file, r.rule, r.status, r.detail) for r in rows]
+
+
+def _request(row: AirlockRequestRow) -> StoredRequest:
+    return StoredRequest(
+        row.id,
+        row.project_name,
+        row.author,
+        row.title,
+        row.context,
+        row.controls,
+        row.state,
+        row.round,
+        row.created_at,
+        row.updated_at,
+    )
