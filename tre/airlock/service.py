@@ -296,6 +296,22 @@ def view(unit: Unit, actor: Actor, request_id: str, *, now: dt.datetime) -> dict
     }
 
 
+def get_request(unit: Unit, request_id: str) -> StoredRequest:
+    return _request(unit, request_id)
+
+
+def download(unit: Unit, actor: Actor, objects: ObjectStore, request_id: str, name: str, *, now: dt.datetime) -> bytes:
+    """A file's bytes, re-checked against its hash, for the author or an independent checker; audited."""
+    request = _request(unit, request_id)
+    check_user_can_view_request(_user(actor), _spec(unit, request), request.id)
+    item = next((f for f in unit.airlock.files(request.id) if f.name == name), None)
+    if item is None:
+        raise NotFoundError(f"request {request.id} has no file {name}")
+    data = _verified_bytes(objects, item)
+    _audit(unit, actor, "downloaded", request, now, file=name, sha256=item.sha256)
+    return data
+
+
 def list_requests(unit: Unit, actor: Actor) -> list[StoredRequest]:
     """Requests the caller may see: their projects' requests, and, for independent checkers, the rest."""
     user = _user(actor)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from tre.store._tables import AirlockBallotRow, AirlockCheckRow, AirlockFileRow, AirlockRequestRow
@@ -114,6 +114,12 @@ class AirlockRepository:
         self._session.add(AirlockCheckRow(request_id=request_id, **check.__dict__))
         self._session.flush()
 
+    def count_by_state(self) -> dict[str, int]:
+        return _count_by_state(self._session)
+
+    def failed_checks_by_rule(self) -> dict[str, int]:
+        return _failed_checks_by_rule(self._session)
+
     def checks(self, request_id: str, round: int) -> list[StoredCheck]:
         query = select(AirlockCheckRow).where(AirlockCheckRow.request_id == request_id, AirlockCheckRow.round == round)
         rows = self._session.scalars(query.order_by(AirlockCheckRow.id))
@@ -133,3 +139,14 @@ def _request(row: AirlockRequestRow) -> StoredRequest:
         row.created_at,
         row.updated_at,
     )
+
+
+def _count_by_state(session: Session) -> dict[str, int]:
+    query = select(AirlockRequestRow.state, func.count()).group_by(AirlockRequestRow.state)
+    return {str(state): int(count) for state, count in session.execute(query)}
+
+
+def _failed_checks_by_rule(session: Session) -> dict[str, int]:
+    failed = select(AirlockCheckRow.rule, func.count()).where(AirlockCheckRow.status == "fail")
+    query = failed.group_by(AirlockCheckRow.rule)
+    return {str(rule): int(count) for rule, count in session.execute(query)}
