@@ -312,11 +312,16 @@ def download(unit: Unit, actor: Actor, objects: ObjectStore, request_id: str, na
     return data
 
 
-def list_requests(unit: Unit, actor: Actor) -> list[StoredRequest]:
-    """Requests the caller may see: their projects' requests, and, for independent checkers, the rest."""
+MAX_PAGE = 500
+
+
+def list_requests(unit: Unit, actor: Actor, *, limit: int = 100, offset: int = 0) -> list[StoredRequest]:
+    """A page of the requests the caller may see: their projects' requests and, for independent checkers, others."""
+    if not 1 <= limit <= MAX_PAGE or offset < 0:
+        raise InputError(f"limit must be 1 to {MAX_PAGE} and offset at least 0")
     user = _user(actor)
-    specs = {p.name: p.project.spec for p in unit.projects.all()}
-    return [r for r in unit.airlock.find() if user_can_view_request(user, specs[r.project])]
+    visible = [p.name for p in unit.projects.all() if user_can_view_request(user, p.project.spec)]
+    return unit.airlock.find(visible, limit=limit, offset=offset)
 
 
 def revoke(
@@ -390,5 +395,5 @@ def _decision_record(unit: Unit, request: StoredRequest, files: list[StoredFile]
 def release_approved(store: Store, objects: ObjectStore, *, now: dt.datetime) -> list[str]:
     """Release every approved request (run after votes, and at start-up to finish any interrupted release)."""
     with store.transaction(write=False) as unit:
-        approved = [r.id for r in unit.airlock.find() if r.state == State.APPROVED.value]
+        approved = [r.id for r in unit.airlock.find(state=State.APPROVED.value)]
     return [request_id for request_id in approved if release(store, objects, request_id, now=now)]

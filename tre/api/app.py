@@ -108,9 +108,13 @@ def create_app(
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
     @app.get(f"{PREFIX}/requests", response_model=list[RequestSummary])
-    def list_requests(authorization: Authorization = None) -> list[RequestSummary]:
+    def list_requests(
+        authorization: Authorization = None,
+        limit: Annotated[int, Query(ge=1, le=airlock.MAX_PAGE)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[RequestSummary]:
         with acting(authorization, write=False) as (unit, actor):
-            return [_summary(r) for r in airlock.list_requests(unit, actor)]
+            return [_summary(r) for r in airlock.list_requests(unit, actor, limit=limit, offset=offset)]
 
     @app.post(f"{PREFIX}/requests", status_code=201, response_model=RequestSummary)
     def create(body: NewRequest, authorization: Authorization = None) -> RequestSummary:

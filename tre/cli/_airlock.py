@@ -97,10 +97,14 @@ def submit(request_id: str) -> None:
 
 
 @airlock_app.command("list")
-def list_requests(output: OutputOption = Output.TABLE) -> None:
-    """Requests you may see."""
+def list_requests(
+    output: OutputOption = Output.TABLE,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+) -> None:
+    """Requests you may see, oldest first, a page at a time."""
     with transaction(write=False) as (unit, actor):
-        requests = airlock.list_requests(unit, actor)
+        requests = airlock.list_requests(unit, actor, limit=limit, offset=offset)
     if output is Output.JSON:
         print_json([r.__dict__ for r in requests])
         return

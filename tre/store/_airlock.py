@@ -68,10 +68,22 @@ class AirlockRepository:
         row = self._session.get(AirlockRequestRow, request_id)
         return _request(row) if row else None
 
-    def find(self, projects: Iterable[str] | None = None) -> list[StoredRequest]:
+    def find(
+        self,
+        projects: Iterable[str] | None = None,
+        *,
+        state: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[StoredRequest]:
+        """Requests, oldest first; only those of ``projects`` or in ``state`` when given; a page when ``limit`` is."""
         query = select(AirlockRequestRow).order_by(AirlockRequestRow.created_at, AirlockRequestRow.id)
+        if state is not None:
+            query = query.where(AirlockRequestRow.state == state)
         if projects is not None:
             query = query.where(AirlockRequestRow.project_name.in_(list(projects)))
+        if limit is not None:
+            query = query.limit(limit).offset(offset)
         return [_request(r) for r in self._session.scalars(query)]
 
     def update(self, request_id: str, *, now: str, state: str | None = None, round: int | None = None) -> None:
