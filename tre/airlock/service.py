@@ -22,6 +22,7 @@ from tre.airlock._permissions import (
     check_user_can_review,
     check_user_can_revoke,
     check_user_can_view_request,
+    user_can_review_project,
     user_can_view_request,
 )
 from tre.airlock._review import Ballot, Vote, check_ballot, request_outcome, visible_ballots
@@ -29,7 +30,7 @@ from tre.airlock._states import Owner, State, check_transition
 from tre.errors import ConflictError, InputError, IntegrityError, NotFoundError, PermissionDeniedError
 from tre.governance import PATIENT_DATA_CITATION
 from tre.services import Actor, get_project, timestamp
-from tre.spec import ProjectSpec, Role, User
+from tre.spec import ProjectSpec, User
 from tre.storage import ObjectStore
 from tre.store import Store, StoredBallot, StoredCheck, StoredFile, StoredRequest, Unit
 
@@ -199,6 +200,15 @@ def _run_checks(
     return results
 
 
+def check_results(checks: list[StoredCheck]) -> list[dict[str, Any]]:
+    """Automated check results as shown to people (the internal submission markers left out)."""
+    return [
+        {"file": c.file, "rule": c.rule, "status": c.status, **json.loads(c.detail)}
+        for c in checks
+        if c.rule != "submitted"
+    ]
+
+
 def _stored_check(round_: int, name: str, check: CheckResult) -> StoredCheck:
     return StoredCheck(round_, name, check.rule, check.status.value, json.dumps({"detail": check.detail}))
 
@@ -261,7 +271,7 @@ def view(unit: Unit, actor: Actor, request_id: str, *, now: dt.datetime) -> dict
     user = _user(actor)
     spec = _spec(unit, request)
     check_user_can_view_request(user, spec, request.id)
-    is_checker = user.has_role(Role.OUTPUT_CHECKER) and user.name not in spec.all_members
+    is_checker = user_can_review_project(user, spec)
     _audit(unit, actor, "viewed", request, now)
     checks = unit.airlock.checks(request.id, request.round)
     return {
@@ -281,11 +291,7 @@ def view(unit: Unit, actor: Actor, request_id: str, *, now: dt.datetime) -> dict
                 "kind": f.kind,
                 "sha256": f.sha256,
                 "size": f.size,
-                "checks": [
-                    {"rule": c.rule, "status": c.status, **json.loads(c.detail)}
-                    for c in checks
-                    if c.file == f.name and c.rule != "submitted"
-                ],
+                "checks": [c for c in check_results(checks) if c.pop("file") == f.name],
             }
             for f in unit.airlock.files(request.id)
         ],
@@ -313,12 +319,13 @@ def download(unit: Unit, actor: Actor, objects: ObjectStore, request_id: str, na
 
 
 MAX_PAGE = 500
+MAX_OFFSET = 10**9
 
 
 def list_requests(unit: Unit, actor: Actor, *, limit: int = 100, offset: int = 0) -> list[StoredRequest]:
     """A page of the requests the caller may see: their projects' requests and, for independent checkers, others."""
-    if not 1 <= limit <= MAX_PAGE or offset < 0:
-        raise InputError(f"limit must be 1 to {MAX_PAGE} and offset at least 0")
+    if not 1 <= limit <= MAX_PAGE or not 0 <= offset <= MAX_OFFSET:
+        raise InputError(f"limit must be 1 to {MAX_PAGE} and offset 0 to {MAX_OFFSET}")
     user = _user(actor)
     visible = [p.name for p in unit.projects.all() if user_can_view_request(user, p.project.spec)]
     return unit.airlock.find(visible, limit=limit, offset=offset)
@@ -379,11 +386,7 @@ def _decision_record(unit: Unit, request: StoredRequest, files: list[StoredFile]
         "releasedAt": timestamp(now),
         "citation": PATIENT_DATA_CITATION,
         "files": [{"name": f.name, "sha256": f.sha256, "size": f.size} for f in files],
-        "checks": [
-            {"file": c.file, "rule": c.rule, "status": c.status, **json.loads(c.detail)}
-            for c in checks
-            if c.rule != "submitted"
-        ],
+        "checks": check_results(checks),
         "votes": [
             {"checker": b.checker, "file": b.file, "vote": b.vote, "comment": b.comment, "at": b.at}
             for b in unit.airlock.ballots(request.id, request.round)

@@ -111,7 +111,7 @@ def create_app(
     def list_requests(
         authorization: Authorization = None,
         limit: Annotated[int, Query(ge=1, le=airlock.MAX_PAGE)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=airlock.MAX_OFFSET)] = 0,
     ) -> list[RequestSummary]:
         with acting(authorization, write=False) as (unit, actor):
             return [_summary(r) for r in airlock.list_requests(unit, actor, limit=limit, offset=offset)]

@@ -100,7 +100,7 @@ def submit(request_id: str) -> None:
 def list_requests(
     output: OutputOption = Output.TABLE,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
-    offset: Annotated[int, typer.Option(min=0)] = 0,
+    offset: Annotated[int, typer.Option(min=0, max=10**9)] = 0,
 ) -> None:
     """Requests you may see, oldest first, a page at a time."""
     with transaction(write=False) as (unit, actor):
