@@ -1,6 +1,7 @@
 """Airlock API latency under load: 50 concurrent clients against a store holding 10,000 requests.
 
-    .venv/bin/python benchmarks/airlock_api.py [--requests 10000] [--clients 50] [--calls 3000] [--backend sqlite postgres]
+    .venv/bin/python benchmarks/airlock_api.py [--requests 10000] [--clients 50] [--calls 3000]
+                                               [--backend sqlite postgres]
 
 Seeds the store (an approved project, an author, four independent checkers, N requests in review, each with one
 output file), serves the API with uvicorn on a loopback port in its own process, and drives it with concurrent
@@ -33,6 +34,7 @@ NOW = dt.datetime(2026, 6, 1, 9, tzinfo=dt.UTC)
 
 def seed(url: str, objects_dir: Path, count: int) -> tuple[dict[str, str], list[str]]:
     from tests.integration.test_api import seed as seed_people
+    from tre import services
     from tre.airlock import FileKind
     from tre.airlock import service as airlock
     from tre.services import Actor
@@ -48,8 +50,6 @@ def seed(url: str, objects_dir: Path, count: int) -> tuple[dict[str, str], list[
         operator = Actor.operator("bench")
         accreditation = (Accreditation(name="t", expires=dt.date(2027, 1, 1)),)
         for name in ("otto", "opal"):
-            from tre import services
-
             services.add_user(
                 unit,
                 operator,

@@ -124,7 +124,7 @@ def missing(evidence: Evidence) -> Outcome:
     review = evidence.missing > 0
     return Outcome(
         rule="missing",
-        parameters={},
+        parameters={"check_missing": True},
         status=_labels(review, REVIEW, review.shape, PASS),
         value=evidence.missing.astype(np.float64),
         reason=_labels(review, "missing values were left out of this cell's statistic", review.shape),

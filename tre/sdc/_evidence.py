@@ -30,7 +30,8 @@ class Evidence:
 
     def top_sum(self, n: int) -> Floats:
         """Sum of the n largest absolute contributions."""
-        return self.tops[..., :n].sum(axis=-1)
+        summed: Floats = self.tops[..., :n].sum(axis=-1)
+        return summed
 
     def frames(self, index: Any, columns: Any, dominance_n: int) -> dict[str, Any]:
         """The evidence as DataFrames labelled like the table."""
@@ -87,15 +88,24 @@ def group_evidence(keys: Any, values: Floats | None, depth: int) -> GroupEvidenc
 
 
 def _largest(codes: Ints, magnitudes: Floats, groups: int, depth: int) -> Floats:
-    """The ``depth`` largest magnitudes in each group (NaN and ungrouped records skipped), zero-padded."""
+    """The ``depth`` largest magnitudes in each group (NaN and ungrouped records skipped), zero-padded.
+
+    Each round takes every group's maximum and removes all its copies, so ``depth`` rounds suffice; no sort needed.
+    """
     keep = (codes >= 0) & ~np.isnan(magnitudes)
-    codes, magnitudes = codes[keep], magnitudes[keep]
-    order = np.lexsort((-magnitudes, codes))
-    codes, magnitudes = codes[order], magnitudes[order]
-    rank = np.arange(codes.size) - np.searchsorted(codes, np.arange(groups))[codes]
-    top = rank < depth
+    codes, remaining = codes[keep], magnitudes[keep].copy()
     tops = np.zeros((groups, depth))
-    tops[codes[top], rank[top]] = magnitudes[top]
+    filled = np.zeros(groups, dtype=np.int64)
+    ranks = np.arange(depth)
+    for _ in range(depth):
+        best = np.full(groups, -np.inf)
+        np.maximum.at(best, codes, remaining)
+        taken = remaining == best[codes]
+        copies = np.bincount(codes[taken], minlength=groups)
+        place = (ranks >= filled[:, None]) & (ranks < (filled + copies)[:, None]) & (best > -np.inf)[:, None]
+        tops = np.where(place, best[:, None], tops)
+        filled += copies
+        remaining[taken] = -np.inf
     return tops
 
 
@@ -128,6 +138,14 @@ def _positions(keys: Any, rows: Any, columns: Any | None, row_keys: int) -> tupl
     row_part = keys.droplevel(levels[row_keys:])
     column_part = keys.droplevel(levels[:row_keys])
     return rows.get_indexer(row_part), columns.get_indexer(column_part)
+
+
+def empty_evidence(shape: tuple[int, int], depth: int) -> Evidence:
+    """Evidence for a grid of cells that no record reaches."""
+    zeros = np.zeros(shape, dtype=np.int64)
+    return Evidence(
+        count=zeros, missing=zeros, negatives=zeros, total=zeros.astype(np.float64), tops=np.zeros((*shape, depth))
+    )
 
 
 def with_margins(evidence: Evidence, *, rows: bool, columns: bool) -> Evidence:

@@ -51,7 +51,9 @@ def key_frame(arrays: list[Any], values: Any | None) -> Any:
     lengths = {len(a) for a in [*arrays, values] if a is not None}
     if len(lengths) > 1:
         raise InputError(f"All the arrays passed must have the same length, not {sorted(lengths)}.")
-    columns = {f"k{i}": a.reset_index(drop=True) if isinstance(a, pd.Series) else pd.Series(a) for i, a in enumerate(arrays)}
+    columns = {
+        f"k{i}": a.reset_index(drop=True) if isinstance(a, pd.Series) else pd.Series(a) for i, a in enumerate(arrays)
+    }
     return pd.DataFrame(columns)
 
 

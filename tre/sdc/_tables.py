@@ -1,0 +1,184 @@
+"""Checked tables: ``crosstab`` and ``pivot_table`` as in pandas, with per-cell disclosure evidence and outcomes."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd  # type: ignore[import-untyped]
+
+from tre.errors import InputError
+from tre.sdc import _checks, _inputs
+from tre.sdc._evidence import Evidence, Floats, empty_evidence, group_evidence, lay_out, with_margins
+from tre.sdc._output import save
+from tre.sdc._rules import DEFAULT_RULES, RuleSet
+from tre.sdc._suppress import protect
+
+RESULT_COLUMNS = ["row", "column", "rule", "parameters", "value", "status", "reason"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedTable:
+    """A table with the evidence, per-cell rule outcomes and overall status of its disclosure checks.
+
+    ``table`` is what pandas returns for the same call (with failing cells and their complements set to NaN when
+    suppression was asked for); ``evidence`` maps count, sum, top1, top2, top_n_sum, negatives and missing to
+    DataFrames labelled like the table; ``results`` has one row per cell and rule; ``suppressed`` marks hidden cells.
+    ``status`` is the worst outcome (fail, review, pass); a table whose failing cells were suppressed is a review.
+    """
+
+    table: Any
+    evidence: dict[str, Any]
+    results: Any
+    status: str
+    rules: RuleSet
+    aggfunc: str | None
+    suppressed: Any
+
+    def flagged(self) -> list[dict[str, Any]]:
+        """Every cell and rule that did not pass: row, column, rule, value (the statistic tested), status, reason."""
+        rows = self.results[self.results["status"] != _checks.PASS]
+        fields = ["row", "column", "rule", "value", "status", "reason"]
+        return [dict(zip(fields, values, strict=True)) for values in rows[fields].itertuples(index=False)]
+
+    def save(self, path: str | Path) -> Path:
+        """Write the table as CSV and its checks to ``<path>.sdc.json``; returns the sidecar's path."""
+        return save(self, Path(path))
+
+
+def crosstab(
+    index: Any,
+    columns: Any,
+    values: Any = None,
+    aggfunc: str | None = None,
+    *,
+    data: Any = None,
+    rules: RuleSet = DEFAULT_RULES,
+    suppress: bool = False,
+    margins: bool = False,
+) -> CheckedTable:
+    """``pandas.crosstab`` with disclosure checks; index, columns and values may name columns of ``data``."""
+    if values is None and aggfunc is not None:
+        raise InputError(f"aggfunc={aggfunc!r} needs values to aggregate.")
+    function = _inputs.check_aggfunc(aggfunc, allow_none=values is None)
+    rows, cols = _inputs.axis_arrays(index, data), _inputs.axis_arrays(columns, data)
+    value_array = _inputs.axis_arrays(values, data)[0] if values is not None else None
+    keys = _inputs.key_frame(rows + cols, value_array)
+    numbers = _values_for(function, value_array)
+    table = pd.crosstab(rows, cols, values=value_array, aggfunc=function, margins=margins)
+    return _check(table, keys, numbers, function, rules, suppress, margins, row_keys=len(rows), one_way=False)
+
+
+def pivot_table(
+    data: Any,
+    values: str,
+    index: Any,
+    columns: Any = None,
+    aggfunc: str = "mean",
+    *,
+    rules: RuleSet = DEFAULT_RULES,
+    suppress: bool = False,
+    margins: bool = False,
+) -> CheckedTable:
+    """``pandas.pivot_table`` of one values column with disclosure checks."""
+    function = _inputs.check_aggfunc(aggfunc, allow_none=False)
+    if not isinstance(values, str):
+        raise InputError(f"pivot_table values must be a single column name, not {values!r}.")
+    _inputs.pivot_names(data, values, "values", required=True)
+    row_names = _inputs.pivot_names(data, index, "index", required=True)
+    col_names = _inputs.pivot_names(data, columns, "columns", required=False)
+    keys = _inputs.key_frame([data[name] for name in row_names + col_names], None)
+    numbers = _values_for(function, data[values])
+    table = pd.pivot_table(data, values=values, index=index, columns=columns, aggfunc=function, margins=margins)
+    one_way = not col_names
+    return _check(table, keys, numbers, function, rules, suppress, margins, row_keys=len(row_names), one_way=one_way)
+
+
+def _values_for(aggfunc: str | None, values: Any | None) -> Floats | None:
+    """Per-record contributions: none for a plain count, presence for ``count``, the numbers otherwise."""
+    if values is None:
+        return None
+    if aggfunc == "count":
+        return np.where(pd.isna(pd.Series(values)).to_numpy(), np.nan, 1.0)
+    return _inputs.numeric_values(values)
+
+
+def _check(
+    table: Any,
+    keys: Any,
+    values: Floats | None,
+    aggfunc: str | None,
+    rules: RuleSet,
+    suppress: bool,
+    margins: bool,
+    *,
+    row_keys: int,
+    one_way: bool,
+) -> CheckedTable:
+    """Gather the evidence, run the rules and, if asked, suppress."""
+    evidence = _table_evidence(table, keys, values, rules, margins, row_keys=row_keys, one_way=one_way)
+    outcomes = _checks.evaluate(evidence, rules, _checks.kind_of(aggfunc), has_values=values is not None)
+    hidden = np.zeros(table.shape, dtype=bool)
+    if suppress:
+        hidden = protect(_checks.failing(outcomes, table.shape), evidence.contributors.astype(np.float64))
+    status = _checks.overall(outcomes) if table.size else _checks.REVIEW
+    if hidden.any():
+        status = _checks.REVIEW  # every failing cell is hidden; a checker confirms the suppression is enough
+    return CheckedTable(
+        table=table.mask(hidden) if suppress else table,
+        evidence=evidence.frames(table.index, table.columns, rules.dominance_n),
+        results=_results(outcomes, table) if table.size else _empty_results(),
+        status=status,
+        rules=rules,
+        aggfunc=aggfunc,
+        suppressed=pd.DataFrame(hidden, index=table.index, columns=table.columns, dtype=bool),
+    )
+
+
+def _table_evidence(
+    table: Any, keys: Any, values: Floats | None, rules: RuleSet, margins: bool, *, row_keys: int, one_way: bool
+) -> Evidence:
+    """Evidence laid out like ``table``, including its totals row and column when it shows them."""
+    if table.size == 0:
+        return empty_evidence(table.shape, max(2, rules.dominance_n))
+    with_totals = margins
+    rows = table.index[:-1] if with_totals else table.index
+    columns = None if one_way else table.columns[:-1] if with_totals else table.columns
+    grouped = group_evidence(keys, values, max(2, rules.dominance_n))
+    evidence = lay_out(grouped, rows, columns, row_keys)
+    if with_totals:
+        evidence = with_margins(evidence, rows=True, columns=not one_way)
+    return evidence
+
+
+def _results(outcomes: list[_checks.Outcome], table: Any) -> Any:
+    """One row per cell and rule, row-major within each rule."""
+    n_rows, n_cols = table.shape
+    row_labels = np.empty(n_rows, dtype=object)
+    row_labels[:] = list(table.index)
+    col_labels = np.empty(n_cols, dtype=object)
+    col_labels[:] = list(table.columns)
+    frames = [
+        pd.DataFrame(
+            {
+                "row": np.repeat(row_labels, n_cols),
+                "column": np.tile(col_labels, n_rows),
+                "rule": outcome.rule,
+                "parameters": [outcome.parameters] * (n_rows * n_cols),
+                "value": outcome.value.ravel(),
+                "status": outcome.status.ravel(),
+                "reason": outcome.reason.ravel(),
+            }
+        )
+        for outcome in outcomes
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _empty_results() -> Any:
+    """The results of a table with no cells: one table-level review."""
+    reason = "the table has no cells; check that an empty output is intended and not itself disclosive"
+    row: dict[str, Any] = {"row": None, "column": None, "rule": "empty_table", "parameters": {}, "value": 0.0}
+    return pd.DataFrame([{**row, "status": _checks.REVIEW, "reason": reason}], columns=RESULT_COLUMNS)
