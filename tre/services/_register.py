@@ -10,14 +10,9 @@ from tre.store import Unit
 
 
 def released_output_count(unit: Unit, project: str) -> int:
-    """Output files released from the project's airlock, less those of revoked requests."""
-    released = {
-        e.target: len(e.details.get("files", []))
-        for e in unit.audit.entries(project=project)
-        if e.action == "airlock.released"
-    }
-    revoked = {e.target for e in unit.audit.entries(project=project) if e.action == "airlock.revoked"}
-    return sum(count for request, count in released.items() if request not in revoked)
+    """Output files of the project's released requests (revoked requests no longer count)."""
+    released = unit.airlock.find([project], state="released")
+    return sum(1 for r in released for f in unit.airlock.files(r.id) if f.kind == "output")
 
 
 def transparency_register(unit: Unit, *, today: dt.date) -> list[RegisterEntry]:
