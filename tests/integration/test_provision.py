@@ -279,3 +279,25 @@ def test_provision_into_s3_from_an_s3_source(
         assert pq.read_table(local).num_rows == entry["rowsWritten"]
     finally:
         server.stop()
+
+
+def test_key_rotation_changes_every_pseudonym_and_is_audited(
+    approved: Tre, workspace: dict[str, Path], vault_settings: VaultClient
+) -> None:
+    ok(approved, "optout", "import", str(workspace["optouts"]))
+    ok(approved, "provision", NAME)
+    before = manifest(approved)
+    out = ok(approved, "data", "rotate-key", NAME)
+    assert f"key now version {before['keyVersion'] + 1}" in out
+    ok(approved, "provision", NAME)
+    after = manifest(approved)
+    assert after["keyVersion"] == before["keyVersion"] + 1
+    old, new = {r["nhs_number"] for r in extract_rows(before)}, {r["nhs_number"] for r in extract_rows(after)}
+    assert len(old) == len(new)
+    assert not old & new
+    entries = [json.loads(line) for line in ok(approved, "audit", "export", "--project", NAME).splitlines()]
+    rotated = [e for e in entries if e["action"] == "data.key-rotated"]
+    assert [(e["details"]["from"], e["details"]["to"]) for e in rotated] == [
+        (before["keyVersion"], after["keyVersion"])
+    ]
+    assert_refused(approved("data", "rotate-key", "no-such-project"), "no project called no-such-project")

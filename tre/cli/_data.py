@@ -122,6 +122,34 @@ def manifest(project: str, output: OutputOption = Output.TABLE) -> None:
     print_table("Datasets", ["dataset", "read", "opt-outs removed", "invalid NHS no.", "written", "file"], rows)
 
 
+@data_app.command("rotate-key")
+def rotate_key(project: str) -> None:
+    """Make a new version of the project's pseudonymisation key (after a suspected compromise).
+
+    Every pseudonym changes at the next extract, so pseudonyms no longer link to earlier extracts.
+    """
+    settings = load_settings()
+    url, token = settings.vault_credentials()
+    with transaction() as (unit, actor):
+        check_actor_is_admin(actor, "rotate pseudonymisation keys")
+        services.get_project(unit, project)
+        vault = VaultClient(url, token)
+        key = vault.pseudonymisation_key(project)
+        rotated = vault.rotate_pseudonymisation_key(project)
+        unit.audit.append(
+            at=services.timestamp(now()),
+            actor=actor.name,
+            action="data.key-rotated",
+            project=project,
+            target=project,
+            details={"from": key.version, "to": rotated.version},
+        )
+    typer.echo(
+        f"{project}: pseudonymisation key now version {rotated.version}; re-provision with 'tre provision {project}'"
+    )
+    typer.echo("warning: pseudonyms in new extracts will not match those in earlier extracts")
+
+
 def demo_data(
     out: Annotated[Path, typer.Option(help="Directory for hospital-episodes.csv and optouts.txt.")] = Path("."),
     rows: Annotated[int, typer.Option(min=1, max=100_000_000)] = 20_000,
