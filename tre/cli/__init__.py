@@ -11,6 +11,7 @@ from typer.core import TyperGroup
 
 from tre.cli._airlock import airlock_app
 from tre.cli._audit import audit_app
+from tre.cli._check import check
 from tre.cli._data import data_app, demo_data, optout_app, provision
 from tre.cli._datasets import dataset_app
 from tre.cli._people import token_app, user_app
@@ -50,6 +51,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(airlock_app, name="airlock")
 app.command("provision")(provision)
 app.command("demo-data")(demo_data)
+app.command("check")(check)
 
 
 class SchemaKind(StrEnum):

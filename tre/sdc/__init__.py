@@ -6,6 +6,9 @@ secondary suppression. ``ols``, ``logit`` and ``probit`` fit statsmodels formula
 freedom. Rules default to ACRO's (SACRO project); ``load_rules`` reads a policy file.
 """
 
+from tre.sdc._acro import AcroOutput, read_acro_results
+from tre.sdc._check_files import FileReport, check_paths
+from tre.sdc._identifiers import Finding, scan_text
 from tre.sdc._output import sidecar_path, verify_saved
 from tre.sdc._regression import ModelCheck, check_dof, logit, ols, probit
 from tre.sdc._rules import DEFAULT_RULES, RuleSet, load_rules
@@ -13,16 +16,22 @@ from tre.sdc._tables import CheckedTable, crosstab, pivot_table
 
 __all__ = [
     "DEFAULT_RULES",
+    "AcroOutput",
     "CheckedTable",
+    "FileReport",
+    "Finding",
     "ModelCheck",
     "RuleSet",
     "check_dof",
+    "check_paths",
     "crosstab",
     "load_rules",
     "logit",
     "ols",
     "pivot_table",
     "probit",
+    "read_acro_results",
+    "scan_text",
     "sidecar_path",
     "verify_saved",
 ]
