@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from tre import __version__
@@ -74,6 +75,22 @@ def _summary(request: StoredRequest) -> RequestSummary:
     )
 
 
+@dataclass(frozen=True)
+class _Context:
+    """What every route needs: the store, the object store, who is calling, the clock and the limits."""
+
+    store: Store
+    objects: ObjectStore
+    identity: Identity
+    clock: Callable[[], dt.datetime]
+    limits: airlock.Limits
+
+    @contextmanager
+    def acting(self, authorization: str | None, *, write: bool = True) -> Iterator[tuple[Unit, Actor]]:
+        with self.store.transaction(write=write) as unit:
+            yield unit, self.identity.actor(unit, authorization)
+
+
 def create_app(
     store: Store,
     objects: ObjectStore,
@@ -83,23 +100,24 @@ def create_app(
     limits: airlock.Limits | None = None,
 ) -> FastAPI:
     app = FastAPI(title="TRE airlock API", version=__version__, docs_url="/api/docs", openapi_url="/api/openapi.json")
-    who = identity or TokenIdentity()
-    limits = limits or airlock.Limits()
+    context = _Context(store, objects, identity or TokenIdentity(), clock, limits or airlock.Limits())
     registry, decision_seconds = build_registry(store)
-
-    @contextmanager
-    def acting(authorization: str | None, *, write: bool = True) -> Iterator[tuple[Unit, Actor]]:
-        with store.transaction(write=write) as unit:
-            yield unit, who.actor(unit, authorization)
 
     @app.exception_handler(TreError)
     def _tre_error(_request: Request, error: TreError) -> JSONResponse:
         headers = {"Retry-After": str(int(error.retry_after))} if isinstance(error, TemporaryError) else None
         return JSONResponse({"detail": str(error)}, status_code=error.http_status, headers=headers)
 
+    _add_operations_routes(app, context, registry)
+    _add_read_routes(app, context)
+    _add_write_routes(app, context, decision_seconds)
+    return app
+
+
+def _add_operations_routes(app: FastAPI, context: _Context, registry: CollectorRegistry) -> None:
     @app.get("/healthz", response_class=PlainTextResponse)
     def healthz() -> str:
-        with store.transaction(write=False) as unit:
+        with context.store.transaction(write=False) as unit:
             unit.audit.head()
         return "ok"
 
@@ -107,27 +125,43 @@ def create_app(
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
+
+def _add_read_routes(app: FastAPI, context: _Context) -> None:
     @app.get(f"{PREFIX}/requests", response_model=list[RequestSummary])
     def list_requests(
         authorization: Authorization = None,
         limit: Annotated[int, Query(ge=1, le=airlock.MAX_PAGE)] = 100,
         offset: Annotated[int, Query(ge=0, le=airlock.MAX_OFFSET)] = 0,
     ) -> list[RequestSummary]:
-        with acting(authorization, write=False) as (unit, actor):
+        with context.acting(authorization, write=False) as (unit, actor):
             return [_summary(r) for r in airlock.list_requests(unit, actor, limit=limit, offset=offset)]
-
-    @app.post(f"{PREFIX}/requests", status_code=201, response_model=RequestSummary)
-    def create(body: NewRequest, authorization: Authorization = None) -> RequestSummary:
-        with acting(authorization) as (unit, actor):
-            request = airlock.create_request(
-                unit, actor, body.project, title=body.title, context=body.context, controls=body.controls, now=clock()
-            )
-        return _summary(request)
 
     @app.get(f"{PREFIX}/requests/{{request_id}}")
     def show(request_id: str, authorization: Authorization = None) -> dict[str, Any]:
-        with acting(authorization) as (unit, actor):
-            return airlock.view(unit, actor, request_id, now=clock())
+        with context.acting(authorization) as (unit, actor):
+            return airlock.view(unit, actor, request_id, now=context.clock())
+
+    @app.get(f"{PREFIX}/requests/{{request_id}}/files/{{name}}")
+    def download(request_id: str, name: str, authorization: Authorization = None) -> Response:
+        with context.acting(authorization) as (unit, actor):
+            data = airlock.download(unit, actor, context.objects, request_id, name, now=context.clock())
+        return Response(data, media_type="application/octet-stream")
+
+
+def _add_write_routes(app: FastAPI, context: _Context, decision_seconds: Histogram) -> None:
+    @app.post(f"{PREFIX}/requests", status_code=201, response_model=RequestSummary)
+    def create(body: NewRequest, authorization: Authorization = None) -> RequestSummary:
+        with context.acting(authorization) as (unit, actor):
+            request = airlock.create_request(
+                unit,
+                actor,
+                body.project,
+                title=body.title,
+                context=body.context,
+                controls=body.controls,
+                now=context.clock(),
+            )
+        return _summary(request)
 
     @app.put(f"{PREFIX}/requests/{{request_id}}/files/{{name}}", status_code=201)
     def add_file(
@@ -137,33 +171,37 @@ def create_app(
         data: Annotated[bytes, Body(media_type="application/octet-stream")],
         authorization: Authorization = None,
     ) -> dict[str, Any]:
-        with acting(authorization) as (unit, actor):
+        with context.acting(authorization) as (unit, actor):
             item = airlock.add_file(
-                unit, actor, objects, request_id, name=name, kind=kind, data=data, now=clock(), limits=limits
+                unit,
+                actor,
+                context.objects,
+                request_id,
+                name=name,
+                kind=kind,
+                data=data,
+                now=context.clock(),
+                limits=context.limits,
             )
         return {"name": item.name, "kind": item.kind, "sha256": item.sha256, "size": item.size}
 
     @app.delete(f"{PREFIX}/requests/{{request_id}}/files/{{name}}", status_code=204)
     def remove_file(request_id: str, name: str, authorization: Authorization = None) -> Response:
-        with acting(authorization) as (unit, actor):
-            airlock.remove_file(unit, actor, request_id, name, now=clock())
+        with context.acting(authorization) as (unit, actor):
+            airlock.remove_file(unit, actor, request_id, name, now=context.clock())
         return Response(status_code=204)
-
-    @app.get(f"{PREFIX}/requests/{{request_id}}/files/{{name}}")
-    def download(request_id: str, name: str, authorization: Authorization = None) -> Response:
-        with acting(authorization) as (unit, actor):
-            data = airlock.download(unit, actor, objects, request_id, name, now=clock())
-        return Response(data, media_type="application/octet-stream")
 
     @app.post(f"{PREFIX}/requests/{{request_id}}/submit", response_model=RequestSummary)
     def submit(request_id: str, authorization: Authorization = None) -> RequestSummary:
-        with acting(authorization) as (unit, actor):
-            return _summary(airlock.submit(unit, actor, objects, request_id, now=clock(), limits=limits))
+        with context.acting(authorization) as (unit, actor):
+            return _summary(
+                airlock.submit(unit, actor, context.objects, request_id, now=context.clock(), limits=context.limits)
+            )
 
     @app.post(f"{PREFIX}/requests/{{request_id}}/votes", response_model=RequestSummary)
     def vote(request_id: str, body: NewVote, authorization: Authorization = None) -> RequestSummary:
-        moment = clock()
-        with acting(authorization) as (unit, actor):
+        moment = context.clock()
+        with context.acting(authorization) as (unit, actor):
             request = airlock.vote(
                 unit,
                 actor,
@@ -177,19 +215,21 @@ def create_app(
             entered_review = dt.datetime.fromisoformat(request.updated_at.replace("Z", "+00:00"))
         if request.state in DECIDED:
             decision_seconds.observe(max(0.0, (moment - entered_review).total_seconds()))
-        if request.state == State.APPROVED.value and airlock.release(store, objects, request_id, now=clock()):
-            with store.transaction(write=False) as unit:
+        if request.state == State.APPROVED.value and airlock.release(
+            context.store, context.objects, request_id, now=context.clock()
+        ):
+            with context.store.transaction(write=False) as unit:
                 request = airlock.get_request(unit, request_id)
         return _summary(request)
 
     @app.post(f"{PREFIX}/requests/{{request_id}}/withdraw", response_model=RequestSummary)
     def withdraw(request_id: str, authorization: Authorization = None) -> RequestSummary:
-        with acting(authorization) as (unit, actor):
-            return _summary(airlock.withdraw(unit, actor, request_id, now=clock()))
+        with context.acting(authorization) as (unit, actor):
+            return _summary(airlock.withdraw(unit, actor, request_id, now=context.clock()))
 
     @app.post(f"{PREFIX}/requests/{{request_id}}/revoke", response_model=RequestSummary)
     def revoke(request_id: str, body: Revocation, authorization: Authorization = None) -> RequestSummary:
-        with acting(authorization) as (unit, actor):
-            return _summary(airlock.revoke(unit, actor, objects, request_id, reason=body.reason, now=clock()))
-
-    return app
+        with context.acting(authorization) as (unit, actor):
+            return _summary(
+                airlock.revoke(unit, actor, context.objects, request_id, reason=body.reason, now=context.clock())
+            )
