@@ -207,3 +207,13 @@ def test_acro_cannot_check_missing_values_of_a_frequency_table(session: Any) -> 
     with pytest.raises(AttributeError):
         session.crosstab(df["a"], df["b"])
     assert sdc.crosstab(df["a"], df["b"]).status == "pass"
+
+
+def test_empty_cell_in_a_table_of_means(session: Any) -> None:
+    """ACRO applies its zeros rule to frequency tables only; we fail an empty cell in any table, because a table of
+    means with a blank cell still tells the reader that nobody in that group exists (a zero count)."""
+    df = records({("x", 1): [5.0] * 12, ("x", 2): [5.0] * 12, ("y", 1): [5.0] * 12})
+    theirs, _ = acro_cells(session, "crosstab", index=df["a"], columns=df["b"], values=df["v"], aggfunc="mean")
+    ours = our_cells(sdc.crosstab(df["a"], df["b"], df["v"], aggfunc="mean"))
+    assert theirs["zeros"] == set()
+    assert ours["zeros"] == {("y", 2)}
