@@ -97,3 +97,13 @@ def test_test_range_numbers_are_valid_distinct_and_bounded() -> None:
     assert ((numbers // 10**7) == 999).all()
     with pytest.raises(ValueError, match="NHS test range holds about"):
         test_range_numbers(TEST_RANGE_CAPACITY + 1, np.random.default_rng(1))
+
+
+def test_the_cli_starts_without_the_heavy_libraries() -> None:
+    """Every command pays for what `import tre.cli` loads: the data, Vault and SDC libraries load only when used."""
+    import subprocess
+    import sys
+
+    probe = "import sys, tre.cli; print(sorted(m for m in ('duckdb', 'pyarrow', 'pandas', 'hvac') if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"

@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from tre.cli._output import Output, OutputOption, print_json, print_table
-from tre.sdc import DEFAULT_RULES, check_paths, load_rules
 
 
 class TableKind(StrEnum):
@@ -25,6 +24,8 @@ def check(
     output: OutputOption = Output.TABLE,
 ) -> None:
     """Check outputs for disclosure risk: pass, review or fail per file (exit 1 if any file fails)."""
+    from tre.sdc import DEFAULT_RULES, check_paths, load_rules  # pandas: loaded only for this command
+
     rule_set = load_rules(rules) if rules else DEFAULT_RULES
     reports = check_paths(list(paths), rules=rule_set, kind=kind.value if kind else None)
     if output is Output.JSON:

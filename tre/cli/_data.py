@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from tre import services
 from tre.cli._context import current_actor, load_settings, now, open_store, transaction
 from tre.cli._output import Output, OutputOption, print_json, print_table
-from tre.clients.vault import VaultClient
-from tre.data import EngineLimits, parse_optout_file, write_demo_data
-from tre.data.provision import DataServices, import_optouts, provision_project, stale_projects
 from tre.errors import InputError, NotFoundError
 from tre.services import check_actor_is_admin
 from tre.storage import ObjectStore, open_object_store
+
+if TYPE_CHECKING:
+    from tre.data.provision import DataServices
+
+# The data commands import DuckDB, pyarrow and hvac inside their bodies: every other command starts without them.
 
 optout_app = typer.Typer(help="The national data opt-out list.", no_args_is_help=True)
 data_app = typer.Typer(help="Provisioned extracts.", no_args_is_help=True)
@@ -30,6 +32,10 @@ def object_store() -> ObjectStore:
 
 
 def data_services() -> DataServices:
+    from tre.clients.vault import VaultClient
+    from tre.data import EngineLimits
+    from tre.data.provision import DataServices
+
     settings = load_settings()
     url, token = settings.vault_credentials()
     vault = VaultClient(url, token)
@@ -51,6 +57,9 @@ def import_(
     ] = None,
 ) -> None:
     """Import a new version of the opt-out list (one NHS number a line, or a CSV column)."""
+    from tre.data import parse_optout_file
+    from tre.data.provision import import_optouts
+
     parsed = parse_optout_file(file, column=column)
     with transaction() as (unit, actor):
         version, stale = import_optouts(unit, actor, parsed, object_store(), source=file.name, now=now())
@@ -81,6 +90,8 @@ def provision(
     stale: Annotated[bool, typer.Option("--stale", help="Re-provision every project whose extract is stale.")] = False,
 ) -> None:
     """Build a project's extract: approved columns and rows, opt-outs removed, identifiers pseudonymised."""
+    from tre.data.provision import provision_project, stale_projects
+
     if (project is None) == (not stale):
         raise InputError("give a PROJECT, or --stale for every stale project (not both)")
     with open_store() as store:
@@ -128,6 +139,8 @@ def rotate_key(project: str) -> None:
 
     Every pseudonym changes at the next extract, so pseudonyms no longer link to earlier extracts.
     """
+    from tre.clients.vault import VaultClient
+
     settings = load_settings()
     url, token = settings.vault_credentials()
     with transaction() as (unit, actor):
@@ -156,6 +169,8 @@ def demo_data(
     seed: Annotated[int, typer.Option()] = 2026,
 ) -> None:
     """Write synthetic patient data (NHS numbers from the test range only) and a matching opt-out list."""
+    from tre.data import write_demo_data
+
     files = write_demo_data(out, rows=rows, seed=seed)
     typer.echo(f"wrote {files.episodes} ({files.rows} episodes, {files.patients} patients)")
     typer.echo(f"wrote {files.optouts} ({files.opted_out} opted-out patients and 2 invalid lines)")
