@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import EXAMPLES, Tre
 from tests.support import s3 as s3_support
-from tests.support.cli import assert_refused
+from tests.support.cli import approve_example, assert_refused, ok
 from tre.airlock import FileKind, State, Vote
 from tre.airlock import service as airlock
 from tre.clients.s3 import S3Location, S3ObjectStore
@@ -26,12 +26,6 @@ from tre.store import Store
 
 NAME = "diabetes-outcomes"
 TABLE = b"group,count\nA,25\nB,40\n"
-
-
-def ok(tre: Tre, *args: str, token: str | None = None) -> str:
-    result = tre(*args, token=token)
-    assert result.exit_code == 0, (args, result.stdout, result.stderr)
-    return result.stdout.strip()
 
 
 @pytest.fixture
@@ -63,20 +57,7 @@ def project(tre: Tre, tokens: dict[str, str], tmp_path: Path) -> dict[str, str]:
     declaration = tmp_path / "project.yaml"
     declaration.write_text(tokens["_project"])
     ok(tre, "project", "apply", "-f", str(declaration))
-    ok(
-        tre,
-        "project",
-        "approve",
-        NAME,
-        "--by",
-        "carol",
-        "--reference",
-        "R",
-        "--expires",
-        "2027-01-31",
-        "--agreement",
-        "A",
-    )
+    approve_example(tre)
     return tokens
 
 

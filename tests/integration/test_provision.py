@@ -13,7 +13,7 @@ import yaml
 from tests.conftest import EXAMPLES, Tre
 from tests.support import openbao
 from tests.support import s3 as s3_support
-from tests.support.cli import assert_refused
+from tests.support.cli import approve_example, assert_refused, ok
 from tests.support.postgres import free_port
 from tre.clients.vault import VaultClient
 from tre.data import pseudonym, sha256_file, write_demo_data
@@ -42,12 +42,6 @@ def vault_settings(bao: openbao.OpenBaoServer, tmp_path: Path, monkeypatch: pyte
     return VaultClient(bao.url, bao.root_token)
 
 
-def ok(tre: Tre, *args: str) -> str:
-    result = tre(*args)
-    assert result.exit_code == 0, (args, result.stdout, result.stderr)
-    return result.stdout
-
-
 @pytest.fixture
 def workspace(tmp_path: Path) -> dict[str, Path]:
     """Demo data and declarations whose locations point at it."""
@@ -66,20 +60,7 @@ def approved(tre: Tre, workspace: dict[str, Path], vault_settings: VaultClient) 
     ok(tre, "user", "add", "carol", "--role", "approver")
     ok(tre, "dataset", "register", "-f", str(workspace["dataset"]))
     ok(tre, "project", "apply", "-f", str(EXAMPLES / "diabetes-outcomes.project.yaml"))
-    ok(
-        tre,
-        "project",
-        "approve",
-        NAME,
-        "--by",
-        "carol",
-        "--reference",
-        "R1",
-        "--expires",
-        "2027-01-31",
-        "--agreement",
-        "A1",
-    )
+    approve_example(tre)
     return tre
 
 
@@ -106,20 +87,7 @@ def test_provision_refuses_without_approval_or_opt_outs(
     ok(tre, "project", "apply", "-f", str(EXAMPLES / "diabetes-outcomes.project.yaml"))
     assert_refused(tre("provision", NAME), "may not have data", "no review committee approval")
     ok(tre, "user", "add", "carol", "--role", "approver")
-    ok(
-        tre,
-        "project",
-        "approve",
-        NAME,
-        "--by",
-        "carol",
-        "--reference",
-        "R",
-        "--expires",
-        "2027-01-31",
-        "--agreement",
-        "A",
-    )
+    approve_example(tre)
     assert_refused(tre("provision", NAME), "no national data opt-out list")
     assert_refused(tre("data", "manifest", NAME), "has no extract yet")
     assert_refused(tre("provision"), "give a PROJECT, or --stale")

@@ -4,8 +4,33 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Protocol
 
 from typer.testing import Result
+
+
+class Tre(Protocol):
+    """The ``tre`` fixture: runs the CLI in-process, optionally as a token's user."""
+
+    def __call__(self, *args: str, token: str | None = None) -> Result: ...
+
+
+EXAMPLE_PROJECT = "diabetes-outcomes"
+
+
+def ok(tre: Tre, *args: str, token: str | None = None) -> str:
+    """Run a command that must succeed; its standard output, stripped."""
+    result = tre(*args, token=token)
+    assert result.exit_code == 0, (args, result.stdout, result.stderr)
+    return result.stdout.strip()
+
+
+def approve_example(tre: Tre, *, by: str = "carol", expires: str = "2027-01-31") -> str:
+    """Record an approval of the example project (approver, reference, expiry, agreement)."""
+    return ok(
+        tre, "project", "approve", EXAMPLE_PROJECT, "--by", by, "--reference", "R", "--expires", expires,
+        "--agreement", "A",
+    )  # fmt: skip
 
 
 def database_dump(home: Path) -> list[str]:

@@ -11,17 +11,11 @@ import pytest
 import yaml
 
 from tests.conftest import EXAMPLES, Clock, Tre
-from tests.support.cli import assert_refused, database_dump
+from tests.support.cli import assert_refused, database_dump, ok
 
 DATASET = str(EXAMPLES / "hospital-episodes.dataset.yaml")
 PROJECT = str(EXAMPLES / "diabetes-outcomes.project.yaml")
 NAME = "diabetes-outcomes"
-
-
-def ok(tre: Tre, *args: str, token: str | None = None) -> str:
-    result = tre(*args, token=token)
-    assert result.exit_code == 0, (args, result.stdout, result.stderr)
-    return result.stdout
 
 
 def show(tre: Tre, token: str | None = None) -> dict[str, object]:
