@@ -151,8 +151,10 @@ def _files(unit: Unit, request_id: str) -> list[RequestFile]:
     return [RequestFile(f.name, FileKind(f.kind), f.sha256, f.size) for f in unit.airlock.files(request_id)]
 
 
-def _fingerprint(files: list[StoredFile]) -> set[tuple[str, str, str]]:
-    return {(f.name, f.kind, f.sha256) for f in files}
+def _fingerprint(files: list[StoredFile]) -> str:
+    """One hash of the request's files (names, kinds, contents), to tell whether a resubmission changed anything."""
+    listing = sorted((f.name, f.kind, f.sha256) for f in files)
+    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
 def submit(
@@ -166,23 +168,18 @@ def submit(
         raise InputError(
             f"request {request.id} has no output file: add one with 'tre airlock add ID FILE --kind output'"
         )
-    if request.round > 0 and _fingerprint(files) == _submitted_fingerprint(unit, request):
+    fingerprint = _fingerprint(files)
+    if request.round > 0 and fingerprint == request.submitted_fingerprint:
         raise ConflictError(
             f"request {request.id} is unchanged since it was returned: change a file before resubmitting"
         )
     request = _move(unit, actor, request, State.SUBMITTED, Owner.AUTHOR, now)
-    unit.airlock.update(request.id, round=request.round + 1, now=timestamp(now))
+    unit.airlock.update(request.id, round=request.round + 1, submitted_fingerprint=fingerprint, now=timestamp(now))
     request = _move(unit, actor, _request(unit, request.id), State.CHECKING, Owner.SYSTEM, now)
     results = _run_checks(unit, objects, request, files, limits)
     _audit(unit, actor, "checked", request, now, results={f: r.value for f, r in results.items()})
     target = State.RETURNED if Status.FAIL in results.values() else State.IN_REVIEW
     return _move(unit, actor, request, target, Owner.SYSTEM, now)
-
-
-def _submitted_fingerprint(unit: Unit, request: StoredRequest) -> set[tuple[str, str, str]]:
-    """The files as they were at the last submission, from the audit record of that round's checks."""
-    checks = unit.airlock.checks(request.id, request.round)
-    return {tuple(json.loads(c.detail)["file"]) for c in checks if c.rule == "submitted"}
 
 
 def _run_checks(
@@ -194,19 +191,13 @@ def _run_checks(
         checks = check_file(item.name, data, max_bytes=limits.max_file_bytes)
         for check in checks:
             unit.airlock.add_check(request.id, _stored_check(request.round, item.name, check))
-        marker = json.dumps({"file": [item.name, item.kind, item.sha256]})
-        unit.airlock.add_check(request.id, StoredCheck(request.round, item.name, "submitted", "pass", marker))
         results[item.name] = worst(checks)
     return results
 
 
 def check_results(checks: list[StoredCheck]) -> list[dict[str, Any]]:
-    """Automated check results as shown to people (the internal submission markers left out)."""
-    return [
-        {"file": c.file, "rule": c.rule, "status": c.status, **json.loads(c.detail)}
-        for c in checks
-        if c.rule != "submitted"
-    ]
+    """Automated check results as shown to people and in the decision record."""
+    return [{"file": c.file, "rule": c.rule, "status": c.status, **json.loads(c.detail)} for c in checks]
 
 
 def _stored_check(round_: int, name: str, check: CheckResult) -> StoredCheck:

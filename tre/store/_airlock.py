@@ -23,6 +23,7 @@ class StoredRequest:
     round: int
     created_at: str
     updated_at: str
+    submitted_fingerprint: str = ""  # what the files were at the last submission (see airlock.service.submit)
 
 
 @dataclass(frozen=True)
@@ -86,10 +87,20 @@ class AirlockRepository:
             query = query.limit(limit).offset(offset)
         return [_request(r) for r in self._session.scalars(query)]
 
-    def update(self, request_id: str, *, now: str, state: str | None = None, round: int | None = None) -> None:
+    def update(
+        self,
+        request_id: str,
+        *,
+        now: str,
+        state: str | None = None,
+        round: int | None = None,
+        submitted_fingerprint: str | None = None,
+    ) -> None:
         row = self._session.get_one(AirlockRequestRow, request_id)
         row.state = state if state is not None else row.state
         row.round = round if round is not None else row.round
+        if submitted_fingerprint is not None:
+            row.submitted_fingerprint = submitted_fingerprint
         row.updated_at = now
         self._session.flush()
 
@@ -150,6 +161,7 @@ def _request(row: AirlockRequestRow) -> StoredRequest:
         row.round,
         row.created_at,
         row.updated_at,
+        row.submitted_fingerprint,
     )
 
 

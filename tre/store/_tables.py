@@ -131,6 +131,7 @@ class AirlockRequestRow(Base):
     controls: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16), index=True)
     round: Mapped[int] = mapped_column(Integer)
+    submitted_fingerprint: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[str] = mapped_column(String(32))
     updated_at: Mapped[str] = mapped_column(String(32))
 

@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("controls", sa.Text(), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("round", sa.Integer(), nullable=False),
+        sa.Column("submitted_fingerprint", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.String(length=32), nullable=False),
         sa.Column("updated_at", sa.String(length=32), nullable=False),
         sa.ForeignKeyConstraint(
