@@ -30,8 +30,8 @@ TABLE = b"group,count\nA,25\nB,40\n"
 
 @pytest.fixture
 def tokens(tre: Tre) -> dict[str, str]:
-    """An approved project; researchers alice (lead) and bob; checkers olive, oscar, otto; mallory is both a
-    member and a checker; eve is a researcher elsewhere; root is an admin."""
+    """Users and their tokens: researchers alice (lead) and bob; checkers olive, oscar, otto; mallory, both a
+    member and a checker; eve, a researcher elsewhere; carol, the approver; root, an admin."""
     people = {
         "alice": ["researcher"],
         "bob": ["researcher"],
@@ -46,16 +46,14 @@ def tokens(tre: Tre) -> dict[str, str]:
     for name, roles in people.items():
         ok(tre, "user", "add", name, *[a for r in roles for a in ("--role", r)], "-a", "safe-researcher:2027-06-30")
     ok(tre, "dataset", "register", "-f", str(EXAMPLES / "hospital-episodes.dataset.yaml"))
-    project = (
-        (EXAMPLES / "diabetes-outcomes.project.yaml").read_text().replace("members: [bob]", "members: [bob, mallory]")
-    )
-    return {name: ok(tre, "token", "create", name) for name in people} | {"_project": project}
+    return {name: ok(tre, "token", "create", name) for name in people}
 
 
 @pytest.fixture
 def project(tre: Tre, tokens: dict[str, str], tmp_path: Path) -> dict[str, str]:
     declaration = tmp_path / "project.yaml"
-    declaration.write_text(tokens["_project"])
+    members = "members: [bob, mallory]"  # mallory is a member who is also a checker
+    declaration.write_text((EXAMPLES / "diabetes-outcomes.project.yaml").read_text().replace("members: [bob]", members))
     ok(tre, "project", "apply", "-f", str(declaration))
     approve_example(tre)
     return tokens

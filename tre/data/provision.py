@@ -20,12 +20,13 @@ from typing import Any
 
 from tre import services
 from tre.data._keys import KeyProvider, PseudonymKey
+from tre.data._optout import ParsedOptOuts
 from tre.data._pipeline import EngineLimits, ExtractCounts, run_extract, sha256_file
 from tre.data._plan import ExtractPlan, plan_extract
 from tre.errors import ConflictError, InputError
 from tre.governance import PATIENT_DATA_CITATION
 from tre.services import Actor, check_actor_is_admin, timestamp
-from tre.spec import Approval, Dataset
+from tre.spec import Approval, Dataset, DatasetRequest
 from tre.storage import ObjectStore
 from tre.store import Extract, OptOutVersion, Store, Unit
 
@@ -77,7 +78,7 @@ def _gather(unit: Unit, name: str, today: dt.date) -> _Inputs:
     return _Inputs(name, status.stored.generation, plans, optout, generations)
 
 
-def _plan(dataset: Dataset, request: Any, approval: Approval) -> ExtractPlan:
+def _plan(dataset: Dataset, request: DatasetRequest, approval: Approval) -> ExtractPlan:
     approved = approval.dataset(request.name)
     assert approved is not None  # the gate checked it
     return plan_extract(dataset, request, approved)
@@ -271,7 +272,7 @@ def stale_projects(unit: Unit) -> list[str]:
 
 
 def import_optouts(
-    unit: Unit, actor: Actor, parsed: Any, objects: ObjectStore, *, source: str, now: dt.datetime
+    unit: Unit, actor: Actor, parsed: ParsedOptOuts, objects: ObjectStore, *, source: str, now: dt.datetime
 ) -> tuple[OptOutVersion, list[str]]:
     """Store a new opt-out version; returns it and the projects it makes stale."""
     check_actor_is_admin(actor, "import opt-out lists")
