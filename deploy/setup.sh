@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 
-# PostgreSQL for the store tests; Ceph's radosgw for a real S3 server that checks signatures and object lock.
-debian_packages=(postgresql ceph-mon ceph-osd radosgw)
+# PostgreSQL for the store tests; Ceph's radosgw for a real S3 server that checks signatures and object lock;
+# iproute2, nftables and bubblewrap for the embedded workspace sandbox (network namespaces, firewall, mounts).
+debian_packages=(postgresql ceph-mon ceph-osd radosgw iproute2 nftables bubblewrap)
 missing=()
 for package in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
