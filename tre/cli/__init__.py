@@ -12,6 +12,7 @@ from typer.core import TyperGroup
 from tre.cli._airlock import airlock_app
 from tre.cli._audit import audit_app
 from tre.cli._check import check
+from tre.cli._controller import controller_app
 from tre.cli._data import data_app, demo_data, optout_app, provision
 from tre.cli._datasets import dataset_app
 from tre.cli._people import token_app, user_app
@@ -49,6 +50,7 @@ app.add_typer(register_app, name="register")
 app.add_typer(optout_app, name="optout")
 app.add_typer(data_app, name="data")
 app.add_typer(airlock_app, name="airlock")
+app.add_typer(controller_app, name="controller")
 app.command("provision")(provision)
 app.command("demo-data")(demo_data)
 app.command("check")(check)
