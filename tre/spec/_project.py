@@ -109,6 +109,9 @@ class ProjectSpec(Model):
     egress_allow_list: list[EgressHost] = Field(
         default_factory=list, description="Hosts (host or host:port) a workspace may reach; none by default."
     )
+    suspended: bool = Field(
+        default=False, description="Stop workspaces and remove access, keeping the data and the approval."
+    )
 
     @field_validator("datasets")
     @classmethod
