@@ -1,0 +1,1 @@
+"""Workspace backends: the local sandbox spawner (embedded mode) and Kubernetes manifests (cluster mode)."""
