@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,6 +15,9 @@ from tre.cli._context import now, open_store, transaction
 from tre.cli._data import object_store
 from tre.cli._output import Output, OutputOption, print_json, print_table
 from tre.errors import InputError
+
+if TYPE_CHECKING:
+    from tre.clients.airlock_http import AirlockClient
 
 airlock_app = typer.Typer(help="Output requests: the only way anything leaves a workspace.", no_args_is_help=True)
 
@@ -35,6 +38,22 @@ def read_regular_file(path: Path, limit: int) -> bytes:
         return handle.read(limit + 1)
 
 
+AIRLOCK_URL_VARIABLE = "TRE_AIRLOCK_URL"
+
+
+def remote_airlock() -> AirlockClient | None:
+    """In a workspace: the airlock through the hub (TRE_AIRLOCK_URL) as the server's hub token's owner."""
+    url = os.environ.get(AIRLOCK_URL_VARIABLE)
+    if not url:
+        return None
+    from tre.clients.airlock_http import AirlockClient
+
+    token = os.environ.get("TRE_TOKEN") or os.environ.get("JUPYTERHUB_API_TOKEN")
+    if not token:
+        raise InputError(f"{AIRLOCK_URL_VARIABLE} is set but there is no token: set TRE_TOKEN or JUPYTERHUB_API_TOKEN")
+    return AirlockClient(url, token)
+
+
 def _release_approved() -> list[str]:
     with open_store() as store:
         return airlock.release_approved(store, object_store(), now=now())
@@ -48,6 +67,9 @@ def create(
     controls: Annotated[str, typer.Option(help="Disclosure controls applied (rounding, suppression…).")] = "",
 ) -> None:
     """Start a request; prints its id."""
+    if remote := remote_airlock():
+        typer.echo(remote.create(project, title, context, controls)["id"])
+        return
     with transaction() as (unit, actor):
         request = airlock.create_request(
             unit, actor, project, title=title, context=context, controls=controls, now=now()
@@ -65,6 +87,10 @@ def add(
     """Add a file (copied into quarantine now; later changes to your copy do not matter)."""
     limits = airlock.Limits()
     data = read_regular_file(file, limits.max_file_bytes)
+    if remote := remote_airlock():
+        added = remote.add_file(request_id, name or file.name, kind.value, data)
+        typer.echo(f"{request_id}: added {added['name']} ({added['kind']}, {added['size']} bytes)")
+        return
     with transaction() as (unit, actor):
         item = airlock.add_file(
             unit,
@@ -91,6 +117,9 @@ def remove(request_id: str, name: str) -> None:
 @airlock_app.command("submit")
 def submit(request_id: str) -> None:
     """Submit for review; automated checks run first."""
+    if remote := remote_airlock():
+        typer.echo(f"{request_id}: {remote.submit(request_id)['state']}")
+        return
     with transaction() as (unit, actor):
         request = airlock.submit(unit, actor, object_store(), request_id, now=now())
     typer.echo(f"{request_id}: {request.state}")
@@ -103,23 +132,29 @@ def list_requests(
     offset: Annotated[int, typer.Option(min=0, max=10**9)] = 0,
 ) -> None:
     """Requests you may see, oldest first, a page at a time."""
-    with transaction(write=False) as (unit, actor):
-        requests = airlock.list_requests(unit, actor, limit=limit, offset=offset)
+    if remote := remote_airlock():
+        rows = remote.list(limit=limit, offset=offset)
+    else:
+        with transaction(write=False) as (unit, actor):
+            rows = [r.__dict__ for r in airlock.list_requests(unit, actor, limit=limit, offset=offset)]
     if output is Output.JSON:
-        print_json([r.__dict__ for r in requests])
+        print_json(rows)
         return
     print_table(
         "Airlock requests",
         ["id", "project", "author", "state", "title"],
-        [(r.id, r.project, r.author, r.state, r.title) for r in requests],
+        [(r["id"], r["project"], r["author"], r["state"], r["title"]) for r in rows],
     )
 
 
 @airlock_app.command("show")
 def show(request_id: str, output: OutputOption = Output.TABLE) -> None:
     """A request: state, files, check results, and the votes you may see."""
-    with transaction() as (unit, actor):
-        document = airlock.view(unit, actor, request_id, now=now())
+    if remote := remote_airlock():
+        document = remote.show(request_id)
+    else:
+        with transaction() as (unit, actor):
+            document = airlock.view(unit, actor, request_id, now=now())
     if output is Output.JSON:
         print_json(document)
         return
@@ -153,6 +188,10 @@ def review(
 @airlock_app.command("withdraw")
 def withdraw(request_id: str) -> None:
     """Withdraw your request."""
+    if remote := remote_airlock():
+        remote.withdraw(request_id)
+        typer.echo(f"{request_id}: withdrawn")
+        return
     with transaction() as (unit, actor):
         airlock.withdraw(unit, actor, request_id, now=now())
     typer.echo(f"{request_id}: withdrawn")
