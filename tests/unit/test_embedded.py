@@ -1,0 +1,203 @@
+"""The pure and local parts of ``tre up``: ports, secrets, hub config, hub-token identity, leftovers, demo files."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tre.api import HubIdentity
+from tre.clients.airlock_http import AirlockClient
+from tre.embedded import Layout, Ports
+from tre.embedded._hub import HubSettings, config_text
+from tre.embedded._layout import check_ports_free, hub_secrets
+from tre.embedded._pids import record, start_time, stop_leftovers
+from tre.errors import AuthenticationError, ConflictError, InputError, NotFoundError, TemporaryError
+from tre.services import Actor, add_user, utcnow
+from tre.spec import Role, User
+from tre.store import Store, sqlite_url
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_port_in_use_is_named_before_anything_starts() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(InputError, match=f"port {port} for OpenBao .* is in use"):
+            check_ports_free(Ports(hub=1, airlock=2, vault=port, vault_cluster=3, hub_api=4, proxy_api=5))
+
+
+def test_the_same_port_twice_is_refused() -> None:
+    with pytest.raises(InputError, match="given for both"):
+        check_ports_free(Ports(hub=40001, airlock=40001))
+
+
+def test_hub_secrets_are_created_once_private_and_reused(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    layout.create()
+    first = hub_secrets(layout)
+    assert layout.hub_secrets.stat().st_mode & 0o777 == 0o600
+    assert hub_secrets(layout) == first
+    assert len(set(first.values())) == len(first)
+
+
+def test_hub_config_compiles_and_holds_no_secret(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    layout.create()
+    secrets = hub_secrets(layout)
+    text = config_text(HubSettings(layout, Ports(), sqlite_url(tmp_path / "tre.db")))
+    compile(text, "jupyterhub_config.py", "exec")
+    assert not any(value in text for value in secrets.values())
+    assert "tre.embedded.hub_auth.TreAuthenticator" in text
+    assert '"name": "airlock"' in text
+
+
+class _FakeHub(http.server.BaseHTTPRequestHandler):
+    tokens: dict[str, dict[str, str]] = {}
+    calls = 0
+
+    def do_GET(self) -> None:
+        type(self).calls += 1
+        token = self.headers.get("Authorization", "").removeprefix("token ")
+        model = self.tokens.get(token)
+        body = json.dumps(model or {"status": 403}).encode()
+        self.send_response(200 if model else 403)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_hub() -> Iterator[str]:
+    _FakeHub.tokens = {"alice-hub": {"kind": "user", "name": "alice"}, "svc": {"kind": "service", "name": "x"}}
+    _FakeHub.calls = 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeHub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hub/api"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(sqlite_url(tmp_path / "tre.db"))
+    store.migrate()
+    with store.transaction() as unit:
+        add_user(unit, Actor.operator("t"), User(name="alice", roles=frozenset({Role.RESEARCHER})), now=utcnow())
+    yield store
+    store.close()
+
+
+def test_hub_tokens_name_tre_users_and_are_cached(fake_hub: str, store: Store) -> None:
+    now = [0.0]
+    identity = HubIdentity(fake_hub, cache_seconds=30, clock=lambda: now[0])
+    with store.transaction(write=False) as unit:
+        assert identity.actor(unit, "token alice-hub").name == "alice"
+        assert identity.actor(unit, "Bearer alice-hub").name == "alice"
+        assert _FakeHub.calls == 1
+        now[0] = 31.0
+        identity.actor(unit, "Bearer alice-hub")
+        assert _FakeHub.calls == 2
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("Bearer wrong", "neither a TRE token nor a valid JupyterHub token"),
+        ("Bearer svc", "does not belong to a user"),
+        ("Basic abc", "send 'Authorization: Bearer"),
+        (None, "send 'Authorization: Bearer"),
+    ],
+)
+def test_bad_hub_tokens_are_refused(fake_hub: str, store: Store, header: str | None, message: str) -> None:
+    with store.transaction(write=False) as unit, pytest.raises(AuthenticationError, match=message):
+        HubIdentity(fake_hub).actor(unit, header)
+
+
+def test_a_hub_user_who_is_not_a_tre_user_is_refused(fake_hub: str, store: Store) -> None:
+    _FakeHub.tokens["mallory-hub"] = {"kind": "user", "name": "mallory"}
+    with store.transaction(write=False) as unit, pytest.raises(AuthenticationError, match="not a TRE user"):
+        HubIdentity(fake_hub).actor(unit, "Bearer mallory-hub")
+
+
+def test_an_unreachable_hub_is_a_temporary_error(store: Store) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with store.transaction(write=False) as unit, pytest.raises(TemporaryError):
+        HubIdentity(f"http://127.0.0.1:{port}/hub/api", timeout=1).actor(unit, "Bearer x")
+
+
+class _FakeAirlock(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        status, detail = {"/api/v1/airlock/requests": (409, "request ar-1 is already submitted")}.get(
+            self.path, (404, "no request ar-x")
+        )
+        body = json.dumps({"detail": detail}).encode()
+        self.send_response(status)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_workspace_client_turns_api_errors_back_into_ours() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeAirlock)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = AirlockClient(f"http://127.0.0.1:{server.server_address[1]}", "t")
+        with pytest.raises(ConflictError, match="already submitted"):
+            client.create("p", "t")
+        with pytest.raises(NotFoundError, match="no request ar-x"):
+            client.submit("ar-x")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_leftovers_are_stopped_only_if_pid_and_start_time_match(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    layout.create()
+    survivor = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        record(layout, {"survivor": survivor.pid, "bystander": bystander.pid})
+        entries = json.loads(layout.pids.read_text())
+        entries["bystander"]["start"] = str(int(entries["bystander"]["start"]) + 1)  # a recycled pid
+        layout.pids.write_text(json.dumps(entries))
+        assert stop_leftovers(layout, grace=2) == ["survivor"]
+        assert survivor.wait(timeout=10) is not None
+        assert bystander.poll() is None
+        assert start_time(bystander.pid) is not None
+    finally:
+        bystander.kill()
+        bystander.wait()
+        survivor.kill()
+        survivor.wait()
+
+
+def test_a_second_up_on_one_home_is_refused(tmp_path: Path) -> None:
+    from tre.embedded._pids import exclusive
+
+    layout = Layout(tmp_path)
+    with exclusive(layout), pytest.raises(ConflictError, match="another 'tre up' is running"), exclusive(layout):
+        pass
+
+
+@pytest.mark.parametrize("name", ["hospital-episodes.dataset.yaml", "diabetes-outcomes.project.yaml"])
+def test_the_packaged_demo_declarations_are_the_examples(name: str) -> None:
+    packaged = (REPO / "tre" / "embedded" / "demo" / name).read_text()
+    assert packaged == (REPO / "examples" / name).read_text(), f"copy examples/{name} to tre/embedded/demo/"
