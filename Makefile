@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test check format clean
+.PHONY: setup demo tour test check format clean
 
 $(VENV)/.installed: pyproject.toml deploy/setup.sh
 	./deploy/setup.sh
@@ -12,6 +12,9 @@ $(VENV)/.installed: pyproject.toml deploy/setup.sh
 setup: $(VENV)/.installed
 
 demo: setup
+	TRE_HOME=$${TRE_HOME:-$(CURDIR)/.tre/home} $(BIN)/tre up --demo
+
+tour: setup
 	./deploy/demo.sh
 
 test: setup
