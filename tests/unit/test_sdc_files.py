@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import shutil
@@ -20,7 +21,7 @@ from tre import sdc
 from tre.errors import InputError
 from tre.sdc import _identifiers
 from tre.sdc._acro import read_acro_results
-from tre.sdc._check_files import NO_EVIDENCE, FileReport, check_paths
+from tre.sdc._check_files import NO_EVIDENCE, FileReport, check_files, check_paths
 from tre.sdc._identifiers import Finding, scan_text
 
 FIXTURES = REPO / "tests" / "fixtures" / "check"
@@ -262,6 +263,7 @@ def test_frequency_table_cells_that_are_not_counts_are_reviewed(tmp_path: Path) 
     assert str(report.status) == "review"
     assert [(c.row, c.column, c.rule, c.value, str(c.status)) for c in report.cells] == [
         (["North", "F"], "share", "count", 0.5, "review"),  # two leading text columns are row labels
+        (["South", "M"], "n", "suppression", None, "review"),  # blank: can it be recovered? a person decides
         (["South", "M"], "share", "count", "*", "review"),
     ]
 
@@ -310,8 +312,9 @@ def test_sidecar_outcomes_are_the_files(tmp_path: Path) -> None:
     report = check(path, kind="frequency")  # the sidecar's evidence wins over the declared kind
     assert (str(report.status), report.evidence) == ("fail", "sidecar")
     assert cells(report) == {("North", "M", "threshold", 4, "fail")}
-    assert result(report, "sidecar") == ("pass", "matches table.csv.sdc.json")
-    assert result(report, "threshold") == ("fail", "1 of 4 cells flagged")
+    assert result(report, "sidecar")[0] == "pass"
+    assert result(report, "sidecar")[1].startswith("matches table.csv.sdc.json; a table of counts")
+    assert result(report, "threshold") == ("fail", "1 of 4 cells below 10")
     assert str(check(FIXTURES / "sdc_table.csv").status) == "pass"
 
 
@@ -333,23 +336,146 @@ def test_sidecar_with_malformed_results_fails(tmp_path: Path) -> None:
     assert result(check(path), "sidecar") == ("fail", "table.csv.sdc.json has malformed per-cell results")
 
 
-def test_sidecar_checked_under_weaker_rules_is_reviewed(tmp_path: Path) -> None:
+def test_counts_saved_under_weaker_rules_are_rechecked_under_the_policy(tmp_path: Path) -> None:
     path = saved(tmp_path, {("North", "F"): 20, ("North", "M"): 6}, rules=sdc.RuleSet(threshold=5))
     report = check(path)
+    assert str(report.status) == "fail"
+    assert cells(report) == {("North", "M", "threshold", 6, "fail")}
+    assert str(check(path, rules=sdc.RuleSet(threshold=3, name="lenient")).status) == "pass"
+
+
+def means(tmp_path: Path, **kwargs: Any) -> Path:
+    """A table of mean ages, saved by tre.sdc with its sidecar."""
+    df = pd.DataFrame({"region": ["North"] * 30 + ["South"] * 30, "sex": ["F", "M"] * 30})
+    df["age"] = [40.0 + i % 13 for i in range(len(df))]
+    path = tmp_path / "means.csv"
+    sdc.crosstab(df["region"], df["sex"], values=df["age"], aggfunc="mean", **kwargs).save(path)
+    return path
+
+
+def test_a_table_of_statistics_is_reviewed_whatever_its_sidecar_claims(tmp_path: Path) -> None:
+    report = check(means(tmp_path))
     assert str(report.status) == "review"
+    assert report.cells == ()  # every cell passes by the sidecar's account...
+    status, detail = result(report, "evidence")  # ...an account the airlock cannot recompute from the table
+    assert status == "review"
+    assert detail.startswith("a table of mean values: means.csv.sdc.json's per-cell results")
+    assert result(report, "rules") == ("pass", "checked under rules at least as strict as default")
+
+
+def test_claims_under_weaker_rules_are_reviewed(tmp_path: Path) -> None:
+    report = check(means(tmp_path, rules=sdc.RuleSet(threshold=5)))
     assert result(report, "rules") == ("review", "checked under weaker rules than default: threshold 5 (policy 10)")
-    strict = check(path, rules=sdc.RuleSet(threshold=3, name="lenient"))
-    assert str(strict.status) == "pass"
 
 
 def test_suppressed_cells_are_reviewed_not_failed(tmp_path: Path) -> None:
     counts = {("North", "F"): 20, ("North", "M"): 4, ("South", "F"): 12, ("South", "M"): 15}
     report = check(saved(tmp_path, counts, suppress=True))
     assert str(report.status) == "review"
-    assert {(c.row, c.column, c.value, str(c.status)) for c in report.cells} == {
-        ("North", "M", None, "review"),
+    suppressed = json.loads(sdc.sidecar_path(tmp_path / "table.csv").read_text())["suppressed"]
+    assert len(suppressed) == 4  # the failing cell and its complements: every cell of a 2x2 table
+    assert {(c.row, c.column, c.rule, c.value, str(c.status)) for c in report.cells} == {
+        (cell["row"], cell["column"], "suppression", None, "review") for cell in suppressed
     }
-    assert "suppressed" in report.cells[0].reason
+    assert all(c.reason.startswith("suppressed; a checker confirms") for c in report.cells)
+
+
+# --- evidence the author can forge ----------------------------------------------------------------------------------
+
+
+def forge(path: Path, edit: dict[str, str], **changes: Any) -> None:
+    """Edit a saved table and rewrite its sidecar to match, as a researcher with both files can: a new hash,
+    every per-cell result "pass"."""
+    text = path.read_text(encoding="utf-8")
+    for old, new in edit.items():
+        text = text.replace(old, new)
+    path.write_text(text, encoding="utf-8")
+    sidecar = sdc.sidecar_path(path)
+    document = json.loads(sidecar.read_text(encoding="utf-8"))
+    document["csv_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    document["results"] = [{**item, "status": "pass", "reason": ""} for item in document["results"]]
+    document.update(status="pass", suppressed=[], **changes)
+    sidecar.write_text(json.dumps(document), encoding="utf-8")
+
+
+def test_a_forged_sidecar_cannot_pass_a_small_count(tmp_path: Path) -> None:
+    path = saved(tmp_path, {("North", "F"): 20, ("North", "M"): 14, ("South", "F"): 12, ("South", "M"): 15})
+    forge(path, {"14": "4"})
+    assert sdc.verify_saved(path)  # the unkeyed hash is no obstacle
+    report = check(path)
+    assert str(report.status) == "fail"
+    assert cells(report) == {("North", "M", "threshold", 4, "fail")}
+
+
+def test_a_forged_sidecar_cannot_unsuppress_a_cell(tmp_path: Path) -> None:
+    counts = {("North", "F"): 20, ("North", "M"): 4, ("South", "F"): 12, ("South", "M"): 15}
+    path = saved(tmp_path, counts, suppress=True)
+    forge(path, {"North,,": "North,20,4", "South,,": "South,12,15"})  # restore the hidden counts
+    assert cells(check(path)) == {("North", "M", "threshold", 4, "fail")}
+
+
+def test_a_sidecar_claiming_counts_for_a_table_of_means_is_checked_as_counts(tmp_path: Path) -> None:
+    """Declaring means to be counts is the one lie the numbers cannot expose on their own: non-whole values are
+    reviewed, and the declaration is shown to checkers (docs/explanation/airlock.md)."""
+    path = means(tmp_path)
+    forge(path, {}, aggfunc=None)
+    report = check(path)
+    assert report.evidence == "sidecar"
+    assert str(report.status) == "review"
+    assert {c.rule for c in report.cells} == {"count"}
+
+
+def test_a_forged_acro_pass_on_a_frequency_table_is_recomputed(acro_folder: Path, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(acro_folder, tmp_path / "forged"))
+    results = json.loads((folder / "results.json").read_text())
+    for output in results["results"].values():
+        output.update(status="pass", outcome={}, summary=output["summary"].replace("fail", "pass"))
+    (folder / "results.json").write_text(json.dumps(results))
+    report = check(folder)
+    assert result(report.files[0], "acro")[0] == "pass"  # what ACRO was made to say...
+    assert str(report.files[0].status) == "fail"  # ...and what the table shows
+    assert cells(report.files[0]) == {("East", "F", "zeros", 0, "fail"), ("East", "M", "threshold", 3, "fail")}
+    assert str(report.files[2].status) == "review"  # means: a claimed pass is still only a claim
+
+
+# --- the files of one airlock request, in memory ------------------------------------------------------------------
+
+
+def test_check_files_pairs_sidecars_and_declarations_by_name(tmp_path: Path) -> None:
+    table = saved(tmp_path, {("North", "F"): 20, ("North", "M"): 4, ("South", "F"): 12, ("South", "M"): 15})
+    sidecar = sdc.sidecar_path(table)
+    files = {
+        "t.csv": table.read_bytes(),
+        "t.csv.sdc.json": sidecar.read_bytes().replace(b'"table.csv"', b'"t.csv"'),
+        "plain.csv": b"group,n\nA,3\nB,40\n",
+        "declared.csv": b"group,n\nA,3\nB,40\n",
+        "notes.txt": b"nothing to see\n",
+    }
+    reports = check_files(files, rules=sdc.DEFAULT_RULES, kinds={"declared.csv": "frequency"})
+    assert {name: (str(r.status), r.evidence) for name, r in reports.items()} == {
+        "t.csv": ("fail", "sidecar"),
+        "t.csv.sdc.json": ("pass", "not a table"),
+        "plain.csv": ("review", "none"),
+        "declared.csv": ("fail", "frequency"),
+        "notes.txt": ("pass", "not a table"),
+    }
+    assert cells(reports["t.csv"]) == {("North", "M", "threshold", 4, "fail")}
+    with pytest.raises(InputError, match="Unknown table kind"):
+        check_files(files, rules=sdc.DEFAULT_RULES, kinds={"t.csv": "means"})
+
+
+def test_check_files_reads_an_acro_results_json_among_them() -> None:
+    folder = FIXTURES / "acro_outputs"
+    files = {name: (folder / name).read_bytes() for name in ("results.json", "output_0_0.csv")}
+    reports = check_files(files, rules=sdc.DEFAULT_RULES)
+    assert reports["output_0_0.csv"].evidence == "acro"
+    assert cells(reports["output_0_0.csv"]) == {
+        ("East", "female", "threshold", 1, "fail"),
+        ("East", "male", "threshold", 2, "fail"),
+    }
+    broken = check_files({"results.json": b"{}", "t.csv": b"a,b\nx,1\n"}, rules=sdc.DEFAULT_RULES)
+    assert result(broken["results.json"], "acro")[0] == "review"
+    assert broken["t.csv"].evidence == "none"
 
 
 # --- ACRO output folders --------------------------------------------------------------------------------------------
@@ -407,11 +533,12 @@ def test_acro_folder_report(acro_folder: Path) -> None:
     assert result(report, "checksum") == ("pass", "results.json: matches ACRO's checksum")
     first = report.files[0]
     assert first.path == str(acro_folder / "output_0_0.csv")
-    assert cells(first) == {
+    assert cells(first) == {  # recomputed from the table: ACRO also fails the zero on its threshold check
         ("East", "F", "zeros", 0, "fail"),
-        ("East", "F", "threshold", 0, "fail"),
         ("East", "M", "threshold", 3, "fail"),
     }
+    assert str(report.files[2].status) == "fail"  # a table of means: ACRO's claimed failures stay failures
+    assert result(report.files[2], "evidence")[0] == "review"
     assert str(report.files[1].status) == "pass"
     assert report.as_dict()["files"][0]["results"][-1]["rule"] == "acro"
 

@@ -7,7 +7,7 @@ freedom. Rules default to ACRO's (SACRO project); ``load_rules`` reads a policy 
 """
 
 from tre.sdc._acro import AcroOutput, read_acro_results
-from tre.sdc._check_files import FileReport, check_paths
+from tre.sdc._check_files import FileReport, check_files, check_paths
 from tre.sdc._identifiers import Finding, scan_text
 from tre.sdc._output import sidecar_path, verify_saved
 from tre.sdc._regression import ModelCheck, check_dof, logit, ols, probit
@@ -23,6 +23,7 @@ __all__ = [
     "ModelCheck",
     "RuleSet",
     "check_dof",
+    "check_files",
     "check_paths",
     "crosstab",
     "load_rules",

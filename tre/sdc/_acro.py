@@ -58,9 +58,17 @@ def read_acro_results(folder: Path) -> list[AcroOutput]:
     InputError."""
     path = Path(folder) / RESULTS_FILE
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except OSError as error:
         raise InputError(f"Cannot read ACRO results {path}: {error.strerror or error}.") from error
+    return parse_acro_results(data, path)
+
+
+def parse_acro_results(data: bytes, path: Path | str) -> list[AcroOutput]:
+    """The outputs recorded in the bytes of a ``results.json`` (``path`` names it in errors); malformed is an
+    InputError."""
+    try:
+        document = json.loads(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
         raise InputError(f"ACRO results {path} is not valid JSON: {_one_line(str(error))}.") from error
     results = document.get("results") if isinstance(document, dict) else None
@@ -69,7 +77,7 @@ def read_acro_results(folder: Path) -> list[AcroOutput]:
     return [_output(path, str(name), record) for name, record in results.items()]
 
 
-def _output(path: Path, name: str, record: object) -> AcroOutput:
+def _output(path: Path | str, name: str, record: object) -> AcroOutput:
     if not isinstance(record, dict):
         raise InputError(f"ACRO results {path}: output {name!r} is not a JSON object.")
     status = record.get("status")
@@ -88,7 +96,7 @@ def _output(path: Path, name: str, record: object) -> AcroOutput:
     )
 
 
-def _files(path: Path, name: str, files: object) -> tuple[str, ...]:
+def _files(path: Path | str, name: str, files: object) -> tuple[str, ...]:
     """The file names of one output; each must name a file in the folder itself (no directories, no ``..``)."""
     if not isinstance(files, list):
         raise InputError(f"ACRO results {path}: output {name!r} has 'files' that is not a list.")
@@ -99,7 +107,7 @@ def _files(path: Path, name: str, files: object) -> tuple[str, ...]:
     return tuple(str(file) for file in names)
 
 
-def _cells(path: Path, name: str, outcome: object) -> tuple[AcroCell, ...]:
+def _cells(path: Path | str, name: str, outcome: object) -> tuple[AcroCell, ...]:
     """The cells whose outcome is not "ok", from ACRO's outcome table (column label -> row label -> checks)."""
     if not isinstance(outcome, dict) or not all(isinstance(rows, dict) for rows in outcome.values()):
         raise InputError(f"ACRO results {path}: output {name!r} has an 'outcome' that is not a table.")
@@ -119,3 +127,9 @@ def _one_line(text: str) -> str:
 def rule_name(check: str) -> str:
     """Our name for an ACRO check where we apply the same rule (``MinimumThresholdCheck`` -> ``threshold``)."""
     return CHECK_NAMES.get(check, check)
+
+
+def is_frequency_table(output: AcroOutput) -> bool:
+    """Whether ACRO recorded the output as a frequency table (its summary starts ``FrequencyTable``): the author's
+    session says so; the airlock then recomputes the counts from the table itself."""
+    return output.summary.startswith("FrequencyTable")

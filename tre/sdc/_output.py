@@ -51,16 +51,29 @@ def verify_saved(path: str | Path) -> bool:
     """Whether the CSV at ``path`` is byte for byte the one its sidecar describes."""
     path = Path(path)
     try:
-        document = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
-        data = path.read_bytes()
-    except (OSError, ValueError):
+        sidecar, data = sidecar_path(path).read_bytes(), path.read_bytes()
+    except OSError:
         return False
-    return (
+    return read_sidecar(path.name, data, sidecar) is not None
+
+
+def read_sidecar(name: str, data: bytes, sidecar: bytes) -> dict[str, Any] | None:
+    """The sidecar document, if it is tre.sdc's and describes exactly ``data`` saved as ``name``; else None.
+
+    The hash is unkeyed: it catches a table edited after its checks, not a researcher who edits both files (see
+    docs/explanation/airlock.md, "What the automated checks can be trusted with").
+    """
+    try:
+        document = json.loads(sidecar)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    matches = (
         isinstance(document, dict)
         and document.get("format") == FORMAT
-        and document.get("csv") == path.name
+        and document.get("csv") == name
         and document.get("csv_sha256") == hashlib.sha256(data).hexdigest()
     )
+    return document if matches else None
 
 
 def evidence_summary(checked: CheckedTable) -> dict[str, Any]:
