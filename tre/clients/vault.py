@@ -94,6 +94,12 @@ def _encode_key(key: bytes) -> dict[str, str]:
     return {_KEY_FIELD: base64.b64encode(key).decode("ascii")}
 
 
+def _seconds(ttl: str) -> int:
+    """A checked TTL (``900``, ``15m``, ``1h``) in seconds, as Vault reports it back."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    return int(ttl[:-1]) * units[ttl[-1]] if ttl[-1] in units else int(ttl)
+
+
 class VaultClient:
     """A Vault or OpenBao server, seen through one token and one KV version 2 mount."""
 
@@ -306,6 +312,131 @@ class VaultClient:
                     self._client.secrets.kv.v2.delete_metadata_and_all_versions(
                         path=prefix + key, mount_point=self._mount
                     )
+
+    # Kubernetes auth: a role per project, bound to its workspace ServiceAccount
+
+    def ensure_kubernetes_role(
+        self,
+        project: str,
+        namespace: str,
+        service_account: str,
+        *,
+        mount: str = "kubernetes",
+        kubernetes_host: str | None = None,
+        kubernetes_ca_cert: str | None = None,
+        ttl: str = "15m",
+        max_ttl: str = "1h",
+    ) -> bool:
+        """Let pods running as ``service_account`` in ``namespace`` log in with the project's policy only.
+
+        Enables the kubernetes auth method at ``mount`` when missing, and configures it when it has no
+        configuration and ``kubernetes_host`` is given (with ``kubernetes_ca_cert``; without one, Vault uses
+        its own pod's CA and token, as when it runs in the cluster). Writes the role only when it differs:
+        returns True if anything changed.
+        """
+        _project(project)
+        _check_label(namespace, "Namespace", SECRET_NAME_MAX)
+        _check_label(service_account, "Service account name", SECRET_NAME_MAX)
+        for value, what in ((ttl, "Token TTL"), (max_ttl, "Token maximum TTL")):
+            if not _TTL.fullmatch(value):
+                raise InputError(f"{what} {value[:40]!r} is not valid: use a number of seconds, or e.g. 15m or 1h")
+        changed = self._ensure_kubernetes_auth(mount, kubernetes_host, kubernetes_ca_cert)
+        policy = self.ensure_project_policy(project)
+        wanted: dict[str, Any] = {
+            "bound_service_account_names": [service_account],
+            "bound_service_account_namespaces": [namespace],
+            "token_policies": [policy],
+            "token_no_default_policy": True,
+            "token_ttl": _seconds(ttl),
+            "token_max_ttl": _seconds(max_ttl),
+        }
+        current = self._kubernetes_role(mount, policy)
+        if current is not None and all(current.get(key) == value for key, value in wanted.items()):
+            return changed
+        with self._mapped(f"Kubernetes auth role {policy}"):
+            self._client.write_data(f"auth/{mount}/role/{policy}", data=wanted)
+        log.info("wrote the Kubernetes auth role of project %s (%s/%s)", project, namespace, service_account)
+        return True
+
+    def remove_kubernetes_role(self, project: str, *, mount: str = "kubernetes", revoke_policy: bool = True) -> bool:
+        """Delete the project's Kubernetes auth role; True if there was one. Idempotent.
+
+        With ``revoke_policy`` (the default) the project's policy goes too, so tokens the role already issued
+        lose all access at once (Vault checks policies on every request); ``ensure_kubernetes_role`` writes it
+        again. The project's secrets and pseudonymisation key are kept.
+        """
+        name = self._policy_name(project)
+        removed = False
+        if self._mount_type(mount) == "kubernetes" and self._kubernetes_role(mount, name) is not None:
+            with self._mapped(f"Kubernetes auth role {name}"):
+                self._client.auth.kubernetes.delete_role(name, mount_point=mount)
+            removed = True
+        if revoke_policy and self._policy_exists(name):
+            with self._mapped(f"policy {name}"):
+                self._client.sys.delete_acl_policy(name=name)
+            removed = True
+        if removed:
+            log.info("removed the Kubernetes auth role and policy of project %s", project)
+        return removed
+
+    def _ensure_kubernetes_auth(self, mount: str, host: str | None, ca_cert: str | None) -> bool:
+        if not _MOUNT.fullmatch(mount) or len(mount) > 63:
+            raise InputError(f"Vault auth mount {mount[:80]!r} is not valid: use lowercase letters, digits, '-', '_'")
+        kind = self._mount_type(mount)
+        if kind not in (None, "kubernetes"):
+            raise InputError(f"Vault auth mount {mount}/ holds a {kind} auth method, not kubernetes; choose another")
+        changed = False
+        if kind is None:
+            with self._mapped(f"auth mount {mount}/"):
+                try:
+                    self._client.sys.enable_auth_method("kubernetes", path=mount, description="TRE workspaces")
+                    changed = True
+                except hvac.exceptions.InvalidRequest:
+                    if self._mount_type(mount) != "kubernetes":  # not a concurrent enable: a real refusal
+                        raise
+        if host is not None and not self._kubernetes_configured(mount):
+            with self._mapped(f"configuration of auth mount {mount}/"):
+                self._client.auth.kubernetes.configure(
+                    kubernetes_host=host,
+                    kubernetes_ca_cert=ca_cert,
+                    disable_local_ca_jwt=ca_cert is not None,
+                    mount_point=mount,
+                )
+            changed = True
+        return changed
+
+    def _mount_type(self, mount: str) -> str | None:
+        with self._mapped("the list of auth methods"):
+            response = self._client.sys.list_auth_methods()
+        methods = response.get("data") if isinstance(response, dict) else None
+        if not isinstance(methods, dict):
+            raise self._unexpected("the list of auth methods")
+        entry = methods.get(f"{mount}/")
+        return str(entry.get("type")) if isinstance(entry, dict) else None
+
+    def _kubernetes_configured(self, mount: str) -> bool:
+        try:
+            with self._mapped(f"configuration of auth mount {mount}/"):
+                config = self._client.auth.kubernetes.read_config(mount_point=mount)
+        except NotFoundError:
+            return False
+        return bool(isinstance(config, dict) and config.get("kubernetes_host"))
+
+    def _kubernetes_role(self, mount: str, name: str) -> dict[str, Any] | None:
+        try:
+            with self._mapped(f"Kubernetes auth role {name}"):
+                response = self._client.auth.kubernetes.read_role(name, mount_point=mount)
+        except NotFoundError:
+            return None
+        return response if isinstance(response, dict) else None
+
+    def _policy_exists(self, name: str) -> bool:
+        try:
+            with self._mapped(f"policy {name}"):
+                self._client.sys.read_acl_policy(name)
+        except NotFoundError:
+            return False
+        return True
 
     # Reading, responses and errors
 
