@@ -1,0 +1,332 @@
+"""A workspace sandbox for one (project, user): a process isolated in network, mounts, PIDs, identity and resources.
+
+Layers, outermost first (see docs/explanation/workspace-sandbox.md):
+
+- **network**: its own network namespace; one veth pair with a /30 from a private pool; no default route, only a
+  route to the hub address; IPv6 off; an nftables table that lets a sandbox open TCP connections only to the
+  allowed ports of the hub address and drops everything else, and forwards nothing to or from any sandbox;
+- **mounts and PIDs**: bubblewrap (run as root, no user namespace) with the project's data read-only at
+  ``/data``, writable ``/outputs`` and home, private ``/tmp``, new ``/proc`` and PID namespace, a minimal
+  ``/dev``, ``--die-with-parent``;
+- **identity**: the command runs as the slot's own unprivileged uid and gid, no capabilities, ``no_new_privs``;
+- **resources**: a cgroup v2 with memory, CPU and task limits where the kernel allows, else RLIMIT_AS and
+  RLIMIT_NPROC;
+- **environment**: exactly the variables the caller passes (never the hub's own).
+
+Running as root is required. Without root this module refuses (``check_sandbox_support``): a workspace never
+runs unsandboxed. Setup is blocking; ``launch`` must run on a thread that lives as long as the workspace (the
+event loop's), because the sandbox dies with the thread that started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from tre.workspaces import _firewall, _network
+from tre.workspaces._dirs import prepare_directories
+from tre.workspaces._host import DEFAULT_POOL, SandboxHost, SlotLink
+from tre.workspaces._limits import CGROUP_ROOT, Cgroup, Limits, cgroup_v2_available, prlimit_argv
+from tre.workspaces._mounts import Layout, bwrap_argv, root_entries, setpriv_argv, write_etc
+from tre.workspaces._process import ProcessRef, command_name, send, wait_until
+from tre.workspaces._slots import SlotRegistry, check_sandbox_id
+from tre.workspaces._system import TOOLS, SandboxError, run, tool
+
+__all__ = [
+    "DEFAULT_POOL",
+    "Limits",
+    "PreparedSandbox",
+    "Sandbox",
+    "SandboxError",
+    "SandboxHost",
+    "SandboxSpec",
+    "SandboxSupport",
+    "SlotLink",
+    "check_sandbox_support",
+    "prepare_host",
+    "python_paths",
+    "teardown_host",
+]
+
+log = logging.getLogger(__name__)
+KILL_ROUNDS = 20
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """What one sandbox is given. ``hub_ports`` are the TCP ports of the hub address it may connect to."""
+
+    sandbox_id: str
+    login: str
+    data_dir: Path
+    outputs_dir: Path
+    home_dir: Path
+    hub_ports: tuple[int, ...]
+    limits: Limits = field(default_factory=Limits)
+    read_only_paths: tuple[Path, ...] = ()
+
+    @property
+    def home_inside(self) -> str:
+        return f"/home/{self.login}"
+
+
+@dataclass(frozen=True)
+class PreparedSandbox:
+    """A sandbox whose network, firewall, directories and cgroup are ready, waiting for ``launch``."""
+
+    link: SlotLink
+    layout: Layout
+    limits: Limits
+    cgroup: Cgroup | None
+
+
+@dataclass(frozen=True)
+class SandboxSupport:
+    """Whether this machine can sandbox a workspace; ``problems`` says why not, one sentence each."""
+
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def require(self) -> None:
+        if self.problems:
+            raise SandboxError(f"cannot start a sandboxed workspace: {self.problems[0]}")
+
+
+@functools.cache
+def check_sandbox_support() -> SandboxSupport:
+    """Check, once per process, that workspaces can be isolated here (root, the tools, namespaces, nftables)."""
+    problems: list[str] = []
+    if not sys.platform.startswith("linux") or not Path("/proc/self/ns/net").exists():
+        problems.append("the kernel has no network namespaces (Linux is required)")
+    if os.geteuid() != 0:
+        problems.append(
+            "workspaces need root (network namespaces, veth and nftables); the rootless mode "
+            "(bubblewrap with Unix sockets) is not implemented, and a workspace never runs unsandboxed"
+        )
+    for name in TOOLS:
+        try:
+            tool(name)
+        except SandboxError as exc:
+            problems.append(str(exc))
+    if not problems:
+        try:
+            run(["nft", "list", "tables"], what="nftables")
+        except SandboxError as exc:
+            problems.append(f"{exc} (is the nf_tables kernel module available?)")
+    return SandboxSupport(tuple(problems))
+
+
+def prepare_host(host: SandboxHost) -> None:
+    """Make the host ready for sandboxes; idempotent. Call it before the hub starts: it puts the hub address on
+    ``lo`` (the hub must listen there), routes the rest of the pool nowhere, and installs the firewall before any
+    sandbox link exists."""
+    check_sandbox_support().require()
+    _network.check_pool_is_free(host)
+    _firewall.ensure_table(host)
+    _network.add_host_routes(host)
+
+
+def teardown_host(host: SandboxHost, *, forget: bool = False) -> None:
+    """Stop every sandbox this host knows, then remove the firewall table, the hub address and the pool route.
+    ``forget`` also drops the slot allocations (their uids may then be reused)."""
+    registry = SlotRegistry(host.state_dir, host.capacity)
+    for sandbox_id in registry.all():
+        Sandbox(host, sandbox_id).stop(grace=2.0)
+        if forget:
+            registry.release(sandbox_id)
+    _firewall.remove_table(host)
+    _network.remove_host_routes(host)
+
+
+def python_paths() -> tuple[Path, ...]:
+    """The directories this Python (and its virtual environment) lives in, outside /usr."""
+    candidates = [Path(sys.prefix), Path(sys.base_prefix), Path(os.path.realpath(sys.executable)).parent.parent]
+    paths: list[Path] = []
+    for path in sorted({p.resolve() for p in candidates}, key=lambda p: len(p.parts)):
+        if path.is_relative_to("/usr") or any(path.is_relative_to(kept) for kept in paths):
+            continue
+        paths.append(path)
+    return tuple(paths)
+
+
+class Sandbox:
+    """One sandbox, by id. ``prepare`` then ``launch`` start it; ``poll`` and ``stop`` work after a hub restart
+    too (from ``state()``), and ``stop`` also removes leftovers of a sandbox whose process is already gone."""
+
+    def __init__(self, host: SandboxHost, sandbox_id: str, process: ProcessRef | None = None) -> None:
+        self.host = host
+        self.sandbox_id = check_sandbox_id(sandbox_id)
+        self.process = process
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._registry = SlotRegistry(host.state_dir, host.capacity)
+
+    @classmethod
+    def from_state(cls, host: SandboxHost, state: Mapping[str, Any]) -> Sandbox:
+        process = ProcessRef(int(state["pid"]), int(state["start_ticks"])) if state.get("pid") else None
+        return cls(host, str(state["sandbox_id"]), process)
+
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"sandbox_id": self.sandbox_id}
+        if self.process is not None:
+            state |= {"pid": self.process.pid, "start_ticks": self.process.start_ticks}
+        return state
+
+    @property
+    def link(self) -> SlotLink | None:
+        slot = self._registry.find(self.sandbox_id)
+        return None if slot is None else self.host.link(slot)
+
+    def prepare(self, spec: SandboxSpec) -> PreparedSandbox:
+        """Remove leftovers of an earlier sandbox with this id, then build the network, the firewall allowances,
+        the directories and the cgroup. Blocking; SandboxError (after cleaning up) if any step fails."""
+        if spec.sandbox_id != self.sandbox_id:
+            raise SandboxError(f"spec for {spec.sandbox_id} given to sandbox {self.sandbox_id}")
+        check_sandbox_support().require()
+        self.stop(grace=0.0)
+        link = self.host.link(self._registry.slot_for(self.sandbox_id))
+        try:
+            _network.create(self.host, link)
+            _firewall.allow(self.host, link.name, spec.hub_ports)
+            layout = self._layout(spec, link)
+            return PreparedSandbox(link, layout, spec.limits, self._cgroup(link, spec.limits))
+        except BaseException:
+            self._teardown(link)
+            raise
+
+    def launch(
+        self, prepared: PreparedSandbox, argv: Sequence[str], env: Mapping[str, str], *, log_path: Path | None = None
+    ) -> ProcessRef:
+        """Start ``argv`` inside the prepared sandbox with exactly ``env``. Call it from a long-lived thread."""
+        link = prepared.link
+        command = [tool("nsenter"), f"--net={link.netns_path}", "--", *bwrap_argv(prepared.layout, root_entries())]
+        command += prlimit_argv(tool("prlimit"), prepared.limits, address_space=prepared.cgroup is None)
+        command += [*setpriv_argv(tool("setpriv"), link.uid), *argv]
+        try:
+            with _log_file(log_path) as output, _joining(prepared.cgroup) as join:
+                self._popen = subprocess.Popen(
+                    command, env=dict(env), stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                    start_new_session=True, close_fds=True, preexec_fn=join,
+                )  # fmt: skip
+        except BaseException:
+            self._teardown(link)
+            raise
+        self.process = ProcessRef.of(self._popen.pid) or ProcessRef(self._popen.pid, 0)
+        log.info("sandbox %s started as pid %d in %s (uid %d)", self.sandbox_id, self._popen.pid, link.name, link.uid)
+        return self.process
+
+    def poll(self) -> int | None:
+        """None while the sandbox's process runs; its exit status (0 if unknown) once it has stopped."""
+        if self._popen is not None:
+            return self._popen.poll()
+        if self.process is None:
+            return 0
+        return None if self.process.alive() else 0
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop every process of the sandbox (SIGTERM, then after ``grace`` seconds SIGKILL), then remove its
+        network namespace, veth, firewall allowances and cgroup. Idempotent. The slot stays allocated."""
+        link = self.link
+        if link is not None:
+            self._terminate(link, grace)
+            self._teardown(link)
+        elif self.process is not None:
+            self.process.signal(signal.SIGKILL)
+        if self._popen is not None:
+            self._popen.wait()
+
+    # internals
+
+    def _layout(self, spec: SandboxSpec, link: SlotLink) -> Layout:
+        prepare_directories(spec, link.uid)
+        etc_dir = self.host.state_dir / link.name / "etc"
+        write_etc(
+            etc_dir, login=spec.login, uid=link.uid, home_inside=spec.home_inside,
+            hub=self.host.hub_address, workspace=link.workspace_address,
+        )  # fmt: skip
+        read_only = tuple(dict.fromkeys((*python_paths(), *spec.read_only_paths)))
+        return Layout(
+            bwrap=tool("bwrap"), etc_dir=etc_dir, data_dir=spec.data_dir, outputs_dir=spec.outputs_dir,
+            home_dir=spec.home_dir, home_inside=spec.home_inside, read_only=read_only,
+            tmp_bytes=spec.limits.tmp_bytes,
+        )  # fmt: skip
+
+    def _cgroup(self, link: SlotLink, limits: Limits) -> Cgroup | None:
+        if not cgroup_v2_available():
+            return None
+        cgroup = self._cgroup_of(link)
+        try:
+            cgroup.create(limits)
+        except OSError as exc:
+            log.warning("cgroup v2 limits unavailable (%s); using resource limits instead", exc)
+            return None
+        return cgroup
+
+    def _cgroup_of(self, link: SlotLink) -> Cgroup:
+        return Cgroup(CGROUP_ROOT, self.host.table, link.name)
+
+    def _gone(self, link: SlotLink) -> bool:
+        return (
+            not _network.pids_in(link)
+            and self._cgroup_of(link).empty()
+            and (self.process is None or not self.process.alive())
+        )
+
+    def _terminate(self, link: SlotLink, grace: float) -> None:
+        if grace > 0:
+            send([p for p in _network.pids_in(link) if command_name(p) != "bwrap"], signal.SIGTERM)
+            wait_until(lambda: self._gone(link), grace)
+        cgroup = self._cgroup_of(link)
+        for _ in range(KILL_ROUNDS):
+            if self._gone(link):
+                return
+            if self.process is not None:
+                self.process.signal(signal.SIGKILL)
+            cgroup.kill()
+            send(_network.pids_in(link), signal.SIGKILL)
+            wait_until(lambda: self._gone(link), 0.5)
+        log.error("sandbox %s: some processes did not die", self.sandbox_id)
+
+    def _teardown(self, link: SlotLink) -> None:
+        _firewall.revoke(self.host, link.name)
+        _network.remove(link)
+        self._cgroup_of(link).remove()
+
+
+@contextlib.contextmanager
+def _joining(cgroup: Cgroup | None) -> Iterator[Callable[[], None] | None]:
+    """A pre-exec function that moves the new process into the cgroup before it runs anything, so every process
+    of the sandbox is born inside it. It only writes to a descriptor opened here (safe between fork and exec)."""
+    if cgroup is None:
+        yield None
+        return
+    fd = os.open(cgroup.procs, os.O_WRONLY)
+
+    def join() -> None:
+        os.write(fd, b"0")
+
+    try:
+        yield join
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _log_file(path: Path | None) -> Iterator[int | IO[bytes]]:
+    if path is None:
+        yield subprocess.DEVNULL
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as handle:
+        yield handle
