@@ -2,10 +2,8 @@
 policy gives the exact verdict on tables of allowed and denied requests; the objects are valid Kubernetes objects
 and identical to what the chart installs.
 
-The CEL is evaluated with cel-python the way the API server evaluates a ValidatingAdmissionPolicy: match
-conditions first (any false: the policy does not apply), then the variables in order, then every validation; a
-validation that is not true denies with its message (or messageExpression). Bindings select namespaces by label;
-``_admit`` applies that selection too.
+The CEL is evaluated with cel-python the way the API server evaluates a ValidatingAdmissionPolicy
+(tests/support/admission.py).
 """
 
 from __future__ import annotations
@@ -14,20 +12,18 @@ import copy
 import functools
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import celpy
 import helm_python as helm
 import kubernetes_validate
 import kubernetes_validate.utils
 import pytest
 import yaml
-from celpy import celtypes
+
+from tests.support.admission import POLICIES, Request, admit, bindings, documents, load, policies, program
 
 REPO = Path(__file__).resolve().parents[2]
-POLICIES = REPO / "policies" / "admission"
 CHART = REPO / "helm" / "tre"
 CONTROLLER = "system:serviceaccount:tre:tre-controller"
 HUB = "system:serviceaccount:jupyterhub:hub"
@@ -45,114 +41,6 @@ HELM_LABELS = {
     "app.kubernetes.io/version",
     "app.kubernetes.io/managed-by",
 }
-
-
-def _load(path: Path) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
-
-
-def _documents() -> list[dict[str, Any]]:
-    return [d for path in sorted(POLICIES.glob("*.yaml")) for d in _load(path)]
-
-
-def _policies() -> dict[str, dict[str, Any]]:
-    return {d["metadata"]["name"]: d for d in _documents() if d["kind"] == "ValidatingAdmissionPolicy"}
-
-
-def _bindings() -> dict[str, dict[str, Any]]:
-    return {d["spec"]["policyName"]: d for d in _documents() if d["kind"] == "ValidatingAdmissionPolicyBinding"}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# A small ValidatingAdmissionPolicy evaluator on cel-python
-
-
-@functools.cache
-def _program(expression: str) -> celpy.Runner:
-    environment = celpy.Environment()
-    return environment.program(environment.compile(expression))
-
-
-def _run(expression: str, activation: dict[str, Any]) -> Any:
-    result = _program(expression).evaluate(activation)
-    if isinstance(result, celpy.CELEvalError):
-        raise AssertionError(f"CEL error in {expression!r}: {result}")
-    return result
-
-
-@dataclass
-class Request:
-    """An admission request: who does what to which object, in which namespace."""
-
-    operation: str
-    resource: str
-    user: str
-    object: dict[str, Any] | None = None
-    old: dict[str, Any] | None = None
-    namespace: dict[str, Any] | None = None
-    group: str = ""
-
-    def activation(self) -> dict[str, Any]:
-        name = (self.object or self.old or {}).get("metadata", {}).get("name", "")
-        request = {
-            "operation": self.operation,
-            "userInfo": {"username": self.user, "groups": ["system:authenticated"]},
-            "resource": {"group": self.group, "version": "v1", "resource": self.resource},
-            "name": name,
-            "namespace": self.namespace["metadata"]["name"] if self.namespace else "",
-        }
-        values = {
-            "object": self.object,
-            "oldObject": self.old,
-            "request": request,
-            "namespaceObject": self.namespace,
-            "params": None,
-        }
-        return {key: celpy.json_to_cel(value) for key, value in values.items()}
-
-
-def _selected(binding: dict[str, Any], namespace: dict[str, Any] | None) -> bool:
-    """The binding's namespaceSelector (only the forms our bindings use: {} and Exists expressions)."""
-    selector = binding["spec"]["matchResources"]["namespaceSelector"]
-    labels = (namespace or {}).get("metadata", {}).get("labels", {})
-    for expression in selector.get("matchExpressions", []):
-        assert expression["operator"] == "Exists", "extend _selected for other operators"
-        if expression["key"] not in labels:
-            return False
-    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
-
-
-def _matches_rules(policy: dict[str, Any], request: Request) -> bool:
-    for rule in policy["spec"]["matchConstraints"]["resourceRules"]:
-        if request.group in rule["apiGroups"] and request.resource in rule["resources"]:
-            return request.operation in rule["operations"]
-    return False
-
-
-def _admit(name: str, request: Request) -> list[str] | None:
-    """None when the policy does not apply; otherwise the messages of the failed validations ([] = allowed)."""
-    policy, binding = _policies()[name], _bindings()[name]
-    if not _matches_rules(policy, request):
-        return None
-    if request.namespace is not None and request.resource != "namespaces" and not _selected(binding, request.namespace):
-        return None
-    activation = request.activation()
-    spec = policy["spec"]
-    if not all(_run(c["expression"], activation) for c in spec.get("matchConditions", [])):
-        return None
-    variables: dict[celtypes.StringType, Any] = {}
-    for variable in spec.get("variables", []):
-        activation["variables"] = celtypes.MapType(variables)
-        variables[celtypes.StringType(variable["name"])] = _run(variable["expression"], activation)
-    activation["variables"] = celtypes.MapType(variables)
-    failures = []
-    for validation in spec["validations"]:
-        verdict = _run(validation["expression"], activation)
-        assert isinstance(verdict, celtypes.BoolType), f"{validation['expression']!r} gave {verdict!r}, not a bool"
-        if not verdict:
-            message = validation.get("messageExpression")
-            failures.append(str(_run(message, activation)) if message else validation["message"])
-    return failures
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -552,7 +440,7 @@ def _cases() -> Iterator[Any]:
 
 @pytest.mark.parametrize(("policy", "request_", "expected"), list(_cases()))
 def test_policy_verdict(policy: str, request_: Request, expected: list[str] | None) -> None:
-    failures = _admit(policy, copy.deepcopy(request_))
+    failures = admit(policy, copy.deepcopy(request_))
     if expected is None:
         assert failures is None, f"the policy should not apply, but gave {failures}"
         return
@@ -563,7 +451,7 @@ def test_policy_verdict(policy: str, request_: Request, expected: list[str] | No
 
 
 def test_every_policy_has_a_table_with_allowed_and_denied_requests() -> None:
-    assert set(TABLES) == set(_policies()) == set(_bindings())
+    assert set(TABLES) == set(policies()) == set(bindings())
     for name, table in TABLES.items():
         verdicts = [expected for _, expected in table.values()]
         assert sum(1 for v in verdicts if v == []) >= 3, f"{name}: too few allowed cases"
@@ -582,29 +470,29 @@ def _expressions(policy: dict[str, Any]) -> Iterator[str]:
 
 @pytest.mark.parametrize("name", sorted(TABLES))
 def test_every_expression_compiles(name: str) -> None:
-    expressions = list(_expressions(_policies()[name]))
+    expressions = list(_expressions(policies()[name]))
     assert expressions
     for expression in expressions:
-        _program(expression)  # raises CELParseError on a syntax error
+        program(expression)  # raises CELParseError on a syntax error
 
 
 @pytest.mark.parametrize("name", sorted(TABLES))
 def test_every_validation_explains_itself(name: str) -> None:
-    for validation in _policies()[name]["spec"]["validations"]:
+    for validation in policies()[name]["spec"]["validations"]:
         assert validation.get("message") or validation.get("messageExpression")
         assert validation["reason"] == "Forbidden"
 
 
 def test_project_policies_bind_to_project_namespaces_and_scope_policies_to_all() -> None:
     project = {"matchExpressions": [{"key": "tre.dev/project", "operator": "Exists"}]}
-    for name, binding in _bindings().items():
+    for name, binding in bindings().items():
         spec = binding["spec"]
         assert spec["validationActions"] == ["Deny"]
         expected = {} if name.endswith("-scope") else project
         assert spec["matchResources"]["namespaceSelector"] == expected, name
         if name.endswith("-scope"):
-            assert _policies()[name]["spec"]["matchConditions"], f"{name} must only judge its own principal"
-    assert all(p["spec"]["failurePolicy"] == "Fail" for p in _policies().values())
+            assert policies()[name]["spec"]["matchConditions"], f"{name} must only judge its own principal"
+    assert all(p["spec"]["failurePolicy"] == "Fail" for p in policies().values())
 
 
 @pytest.fixture(scope="module")
@@ -619,9 +507,9 @@ def cached_schemas() -> Iterator[None]:
 @pytest.mark.usefixtures("cached_schemas")
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
 def test_policy_objects_are_valid_kubernetes_objects(version: str) -> None:
-    documents = _documents()
-    assert {d["kind"] for d in documents} == {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
-    for document in documents:
+    objects = documents()
+    assert {d["kind"] for d in objects} == {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    for document in objects:
         kubernetes_validate.validate(document, version, strict=True)
 
 
@@ -632,7 +520,7 @@ def _without_helm_labels(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def test_chart_installs_exactly_these_policies() -> None:
+def test_chart_installs_exactly_thesepolicies() -> None:
     helm.disable_logging()
     with helm.Chart.load(CHART) as chart:
         rendered = chart.render(REQUIRED_VALUES, name="tre", namespace="tre")
@@ -641,10 +529,10 @@ def test_chart_installs_exactly_these_policies() -> None:
         for path, text in rendered.items()
         if "/templates/admission/" in path
     }
-    canonical = {path.name: _load(path) for path in sorted(POLICIES.glob("*.yaml"))}
+    canonical = {path.name: load(path) for path in sorted(POLICIES.glob("*.yaml"))}
     assert set(ours) == set(canonical)
-    for name, documents in canonical.items():
-        assert ours[name] == documents, (
+    for name, expected in canonical.items():
+        assert ours[name] == expected, (
             f"policies/admission/{name} differs from helm/tre/templates/admission/{name} rendered for release tre: "
             "change both together"
         )
