@@ -199,7 +199,8 @@ class _Converter:
     def _object(self, node: Mapping[str, Any], out: dict[str, Any], path: str, refs: tuple[str, ...]) -> None:
         properties = node.get("properties", {})
         prefix = f"{path}." if path else ""
-        out["properties"] = {name: self.convert(value, prefix + name, refs) for name, value in properties.items()}
+        if properties:
+            out["properties"] = {name: self.convert(value, prefix + name, refs) for name, value in properties.items()}
         if node.get("required"):
             out["required"] = list(node["required"])
         extra = node.get("additionalProperties", False)

@@ -108,8 +108,20 @@ def make_namespace(context: ProjectContext) -> dict[str, Any]:
 def make_network_policies(context: ProjectContext) -> list[dict[str, Any]]:
     """Deny everything, then allow only: workspaces to the hub, the airlock and DNS (and the package mirror when
     configured); the provisioning Job to its configured destinations; and the hub and its proxy to workspaces."""
-    config = context.config
-    workspace_egress = [
+    policies = [_network_policy(context, "tre-default-deny", {}, ingress=[], egress=[])]
+    for name, peers, ports in _workspace_egress(context.config):
+        policies.append(_network_policy(context, name, {}, egress=[{"to": peers, "ports": ports}]))
+    policies.append(_ingress_from_hub(context))
+    provisioner = _provisioner_egress(context)
+    return policies if provisioner is None else [*policies, provisioner]
+
+
+_Egress = tuple[str, list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def _workspace_egress(config: ClusterConfig) -> list[_Egress]:
+    """(policy name, peers, ports) for each destination every pod in a project namespace may reach."""
+    allowed = [
         ("tre-allow-egress-hub", [_pods_in(config.hub_namespace, config.hub_pod_labels)], _tcp(config.hub_port)),
         (
             "tre-allow-egress-airlock",
@@ -120,13 +132,8 @@ def make_network_policies(context: ProjectContext) -> list[dict[str, Any]]:
     ]
     if config.package_mirror_cidr is not None:
         mirror = [_ip_block(config.package_mirror_cidr, config)]
-        workspace_egress.append(("tre-allow-egress-package-mirror", mirror, _tcp(config.package_mirror_port)))
-    policies = [_network_policy(context, "tre-default-deny", {}, ingress=[], egress=[])]
-    for name, peers, ports in workspace_egress:
-        policies.append(_network_policy(context, name, {}, egress=[{"to": peers, "ports": ports}]))
-    policies.append(_ingress_from_hub(context))
-    provisioner = _provisioner_egress(context)
-    return policies if provisioner is None else [*policies, provisioner]
+        allowed.append(("tre-allow-egress-package-mirror", mirror, _tcp(config.package_mirror_port)))
+    return allowed
 
 
 def _network_policy(
