@@ -18,6 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import tre.controller
 from tests.conftest import EXAMPLES
 from tests.support.cli import Tre, assert_refused
 from tests.support.controller import KUBERNETES_VERSIONS, kubernetes_errors, valid_project_documents, validate_strictly
@@ -565,3 +566,8 @@ def test_tre_controller_manifests_refuses_bad_input_in_one_line(tre: Tre, tmp_pa
     assert_refused(
         tre("controller", "manifests", "-f", str(EXAMPLE_FILE), "--values", str(values)), "unknown field 'hubNamespce'"
     )
+
+
+def test_the_public_surface_is_what_it_says() -> None:
+    assert tre.controller.__all__ == sorted(tre.controller.__all__, key=lambda n: (not n.isupper(), n))
+    assert all(hasattr(tre.controller, name) for name in tre.controller.__all__)
