@@ -91,7 +91,7 @@ CONTROLLER_RULES = {
     ("networking.k8s.io", "networkpolicies"): {"get", "list", "watch", "create", "patch", "delete"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"list", "delete"},
-    ("", "events"): {"create", "patch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
 }
 ROLES = {
     ("ClusterRole", "tre-controller"): CONTROLLER_RULES,
