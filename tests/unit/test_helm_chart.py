@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import copy
 import functools
+import http.server
 import importlib.util
 import json
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,7 +60,6 @@ EVERYTHING_ON = {
     },
     "airlock": {
         "podDisruptionBudget": {"enabled": True, "minAvailable": 1},
-        "hubTokenSecret": "tre-airlock-hub-token",
         "affinity": {"podAntiAffinity": {}},
         "podAnnotations": {"example.org/team": "tre"},
     },
@@ -123,6 +124,7 @@ PLAIN_ENV = {
     "AWS_DEFAULT_REGION",
     "TRE_VAULT_ADDR",
     "TRE_VAULT_TOKEN_FILE",
+    "TRE_HUB_API_URL",
 }
 DOWNWARD_ENV = {"POD_NAMESPACE": "metadata.namespace", "POD_NAME": "metadata.name"}
 CREDENTIAL_ENV = re.compile(r"PASSWORD|SECRET|TOKEN(?!_FILE)|ACCESS_KEY|DATABASE_URL|CREDENTIAL")
@@ -260,7 +262,7 @@ def test_every_option_adds_its_objects(everything: list[dict[str, Any]]) -> None
         find(everything, kind, name)
     deny = find(everything, "NetworkPolicy", "tre-default-deny")
     assert deny["spec"]["policyTypes"] == ["Ingress", "Egress"]
-    assert len(deny["spec"]["egress"]) == 2  # DNS + the configured database rule
+    assert len(deny["spec"]["egress"]) == 3  # DNS, the hub API (hub tokens), the configured database rule
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -598,22 +600,68 @@ def test_airlock_runs_the_chart_factory(objects: list[dict[str, Any]]) -> None:
     assert shipped == (CHART / "files" / "airlock_asgi.py").read_text(encoding="utf-8")
 
 
-def test_airlock_factory_serves_health_at_the_root_and_under_the_hub_prefix(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _airlock_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub_api: str | None = None) -> Any:
     monkeypatch.setenv("TRE_ENVIRONMENT", "production")
     monkeypatch.setenv("TRE_DATABASE_URL", f"sqlite:///{tmp_path / 'tre.db'}")
     monkeypatch.setenv("TRE_OBJECT_STORE_URL", (tmp_path / "objects").as_uri())
+    if hub_api is None:
+        monkeypatch.delenv("TRE_HUB_API_URL", raising=False)
+    else:
+        monkeypatch.setenv("TRE_HUB_API_URL", hub_api)
     spec = importlib.util.spec_from_file_location("airlock_asgi", CHART / "files" / "airlock_asgi.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    with TestClient(module.app()) as client:
+    return module.app
+
+
+def test_airlock_factory_serves_health_at_the_root_and_under_the_hub_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with TestClient(_airlock_factory(tmp_path, monkeypatch)()) as client:
         for path in ("/healthz", "/services/airlock/healthz"):
             response = client.get(path)
             assert (response.status_code, response.text) == (200, "ok"), path
         assert "tre_airlock_requests" in client.get("/metrics").text
+        refused = client.get("/api/v1/airlock/requests", headers={"Authorization": "Bearer not-a-tre-token"})
+        assert refused.status_code == 401
+
+
+class _StubHub(http.server.BaseHTTPRequestHandler):
+    """Answers GET /hub/api/user as JupyterHub does for a valid user token."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"kind": "user", "name": "hub-only-user"}).encode()
+        self.send_response(200 if self.path == "/hub/api/user" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_airlock_factory_asks_the_hub_about_hub_tokens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = http.server.HTTPServer(("127.0.0.1", 0), _StubHub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        hub_api = f"http://127.0.0.1:{server.server_port}/hub/api"
+        with TestClient(_airlock_factory(tmp_path, monkeypatch, hub_api)()) as client:
+            response = client.get("/api/v1/airlock/requests", headers={"Authorization": "token a-hub-token"})
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert response.status_code == 401
+    assert "hub user hub-only-user is not a TRE user" in response.json()["detail"]
+
+
+def test_airlock_accepts_hub_tokens_from_the_hub_in_its_namespace(objects: list[dict[str, Any]]) -> None:
+    container = find(objects, "Deployment", "tre-airlock")["spec"]["template"]["spec"]["containers"][0]
+    env = {v["name"]: v.get("value") for v in container["env"]}
+    assert env["TRE_HUB_API_URL"] == "http://hub.jupyterhub.svc:8081/hub/api"
 
 
 # ---------------------------------------------------------------------------------------------------------------
