@@ -360,7 +360,9 @@ def test_the_workspace_pod_passes_the_admission_policies(hub: ModuleType, values
     assert {"mountPath": "/data", "name": "data", "readOnly": True} in container["volumeMounts"]
     assert pvc["metadata"]["name"] == "outputs-bob"
     assert pvc["spec"]["resources"]["requests"]["storage"] == "20Gi"
-    kubernetes_validate.validate(pvc | {"apiVersion": "v1", "kind": "PersistentVolumeClaim"}, "1.30.0", strict=True)
+    for version in ("1.30.0", "1.34.0"):
+        kubernetes_validate.validate(pod | {"apiVersion": "v1", "kind": "Pod"}, version, strict=True)
+        kubernetes_validate.validate(pvc | {"apiVersion": "v1", "kind": "PersistentVolumeClaim"}, version, strict=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
