@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from tre.cli._controller_run import run as run_controller
 from tre.controller import ClusterConfig, crd_yaml, load_cluster_config, project_objects, yaml_documents
 from tre.spec import Project, load
 
@@ -38,3 +39,6 @@ def manifests(
 def crd() -> None:
     """Print the Project CustomResourceDefinition (its schema is generated from the declaration model)."""
     typer.echo(crd_yaml(), nl=False)
+
+
+controller_app.command("run")(run_controller)
