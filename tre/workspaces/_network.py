@@ -12,7 +12,7 @@ from ipaddress import IPv4Network, ip_network
 from pathlib import Path
 
 from tre.workspaces._host import SandboxHost, SlotLink
-from tre.workspaces._system import SandboxError, run, write_proc
+from tre.workspaces._system import SandboxError, run, tool, write_proc
 
 WORKSPACE_INTERFACE = "eth0"
 _GONE = ("Cannot find device", "No such file", "does not exist", "Cannot assign requested address", "No such process")
@@ -23,7 +23,8 @@ def create(host: SandboxHost, link: SlotLink) -> None:
     ns = link.name
     run(["ip", "netns", "add", ns], what=f"creating network namespace {ns}")
     ipv6_off = ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]
-    run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", *ipv6_off], what=f"disabling IPv6 in {ns}")
+    inside_ns = ["nsenter", f"--net={link.netns_path}", "--"]
+    run([*inside_ns, tool("sysctl"), "-q", "-w", *ipv6_off], what=f"disabling IPv6 in {ns}")
     veth = ["ip", "link", "add", ns, "type", "veth", "peer", "name", WORKSPACE_INTERFACE, "netns", ns]
     run(veth, what=f"creating veth {ns}")
     write_proc(Path("/proc/sys/net/ipv6/conf") / ns / "disable_ipv6", "1")

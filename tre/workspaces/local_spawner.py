@@ -39,6 +39,7 @@ from traitlets import Callable, Float, Integer, List, Unicode, default
 
 from tre.errors import TreError
 from tre.workspaces._access import TreStoreGate, WorkspaceGate, WorkspaceGrant
+from tre.workspaces._firewall import ensure_table
 from tre.workspaces._host import DEFAULT_POOL, DEFAULT_STATE_DIR, DEFAULT_UID_BASE
 from tre.workspaces._limits import Limits, parse_bytes, parse_cpus
 from tre.workspaces.sandbox import Sandbox, SandboxError, SandboxHost, SandboxSpec, prepare_host
@@ -213,13 +214,14 @@ class SandboxSpawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type
             self._starting = False
 
     async def _start(self) -> tuple[str, int]:
+        began = time.perf_counter()
         project = await self._chosen_project()
         grant = await self._check(project)
         host = self.sandbox_host()
         spec = self._spec(host, grant)
         sandbox = Sandbox(host, spec.sandbox_id)
         try:
-            await asyncio.to_thread(prepare_host, host)
+            await asyncio.to_thread(_ready_host, host)
             prepared = await asyncio.to_thread(sandbox.prepare, spec)
         except TreError as exc:
             raise SpawnException(str(exc), reason="sandbox", status_code=503) from exc
@@ -235,6 +237,8 @@ class SandboxSpawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type
             await asyncio.to_thread(sandbox.stop, 0.0)
             raise
         self.sandbox, self._checked_at = sandbox, time.monotonic()
+        elapsed = (time.perf_counter() - began) * 1000
+        self.log.info("Sandbox %s set up in %.0f ms; its server starts now", spec.sandbox_id, elapsed)
         return self.ip, self.port
 
     async def _check(self, project: str) -> WorkspaceGrant:
@@ -371,6 +375,19 @@ class SandboxSpawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type
         super().clear_state()
         self.sandbox = None
         self.project = ""
+
+
+_READY_HOSTS: set[SandboxHost] = set()
+
+
+def _ready_host(host: SandboxHost) -> None:
+    """``prepare_host`` once per hub process; after that only re-assert the firewall (atomic and idempotent), so a
+    table removed behind our back is back before the next workspace starts."""
+    if host in _READY_HOSTS:
+        ensure_table(host)
+        return
+    prepare_host(host)
+    _READY_HOSTS.add(host)
 
 
 def _refused(message: str) -> SpawnException:

@@ -238,7 +238,7 @@ class Sandbox:
         """Stop every process of the sandbox (SIGTERM, then after ``grace`` seconds SIGKILL), then remove its
         network namespace, veth, firewall allowances and cgroup. Idempotent. The slot stays allocated."""
         link = self.link
-        if link is not None:
+        if link is not None and (self.process is not None or _network.exists(link)):
             self._terminate(link, grace)
             self._teardown(link)
         elif self.process is not None:
