@@ -117,8 +117,9 @@ def test_bwrap_mounts_data_read_only_outputs_and_home_writable_and_nothing_else_
     assert {s for s in sources if not s.startswith("/etc/") and not s.startswith(str(tmp_path))} == {
         "/usr", "/opt/venv", "/store/extract",
     }  # fmt: skip
-    tmp = argv.index("/tmp")
-    assert argv[tmp - 5 : tmp + 1] == ["--perms", "1777", "--size", "1024", "--tmpfs", "/tmp"]
+    for private in ("/tmp", "/dev/shm"):
+        at = argv.index(private)
+        assert argv[at - 5 : at + 1] == ["--perms", "1777", "--size", "1024", "--tmpfs", private]
     assert argv.index("/opt") < argv.index("/opt/venv")  # parents are made 0755 before the mount
 
 

@@ -70,8 +70,9 @@ def bwrap_argv(layout: Layout, system: list[str]) -> list[str]:
     for path in layout.read_only:
         argv += ["--ro-bind", str(path), str(path)]
     # fresh, private tmpfs mounts inside the sandbox, not the host's shared directories
-    argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm"]  # noqa: S108
-    argv += ["--perms", "1777", "--size", str(layout.tmp_bytes), "--tmpfs", "/tmp", "--dir", "/var/tmp"]  # noqa: S108
+    size = ["--perms", "1777", "--size", str(layout.tmp_bytes)]  # tmpfs is memory: bound each
+    argv += ["--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", "/dev/shm"]  # noqa: S108
+    argv += [*size, "--tmpfs", "/tmp", "--dir", "/var/tmp"]  # noqa: S108
     argv += ["--ro-bind", str(layout.data_dir), "/data", "--bind", str(layout.outputs_dir), "/outputs"]
     argv += ["--bind", str(layout.home_dir), layout.home_inside, "--chdir", layout.home_inside, "--"]
     return argv

@@ -133,7 +133,9 @@ class SandboxSpawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type
     ).tag(config=True)
     stop_grace = Float(10.0, help="Seconds between SIGTERM and SIGKILL when a workspace is stopped.").tag(config=True)
     tasks_limit = Integer(1024, help="Most processes and threads a workspace may run.").tag(config=True)
-    tmp_size = Unicode("1Gi", help="Size of the workspace's private /tmp (a tmpfs), e.g. 512Mi.").tag(config=True)
+    tmp_size = Unicode(
+        "1Gi", help="Size of each of the workspace's private /tmp and /dev/shm (memory-backed), e.g. 512Mi."
+    ).tag(config=True)
 
     @default("options_form")
     def _default_options_form(self) -> Any:
