@@ -244,7 +244,8 @@ class Sandbox:
         elif self.process is not None:
             self.process.signal(signal.SIGKILL)
         if self._popen is not None:
-            self._popen.wait()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._popen.wait(timeout=KILL_ROUNDS)
 
     # internals
 
