@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import urllib3
+import yaml
 from kubernetes import config as kube_config  # type: ignore[import-untyped]
 from kubernetes.client import ApiClient, Configuration  # type: ignore[import-untyped]
 from kubernetes.client.exceptions import ApiException  # type: ignore[import-untyped]
@@ -186,7 +187,7 @@ def _mapped_error(exc: ApiException, what: str) -> TreError:
     if status in (400, 422):
         return InputError(f"the Kubernetes API refused {what} as invalid: {message}")
     if status == 401:
-        return AuthenticationError(f"the Kubernetes API did not accept the controller's credentials: {message}")
+        return AuthenticationError(f"the Kubernetes API refused the controller's credentials for {what}: {message}")
     if status == 403:
         return PermissionDeniedError(f"the controller may not touch {what} (check its RBAC): {message}")
     if status == 429 or status >= 500 or status == 0:
@@ -234,7 +235,7 @@ class KubernetesClient:
             else:
                 path = str(kubeconfig) if kubeconfig else None
                 kube_config.load_kube_config(config_file=path, context=context, client_configuration=configuration)
-        except (kube_config.ConfigException, OSError, TypeError, ValueError) as exc:
+        except (kube_config.ConfigException, OSError, TypeError, ValueError, yaml.YAMLError) as exc:
             raise InputError(f"cannot load Kubernetes credentials: {' '.join(str(exc).split())[:200]}") from exc
         configuration.retries = False  # our reconcile loop retries, with backoff
         client = ApiClient(configuration)
