@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import sqlite3
@@ -73,15 +74,20 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
+SANDBOX_POOL = f"10.215.{secrets.randbelow(200) + 16}.0/24"  # never a real TRE's pool, nor the sandbox tests'
+
+
 def _argv(ports: dict[str, int], *extra: str) -> list[str]:
     options = [f"--{name.replace('_', '-')}-port={port}" for name, port in ports.items()]
-    return [str(VENV_BIN / "tre"), "up", "--controller-interval=2", *options, *extra]
+    return [str(VENV_BIN / "tre"), "up", "--controller-interval=2", f"--sandbox-pool={SANDBOX_POOL}", *options, *extra]
 
 
 def start(home: Path, ports: dict[str, int], *extra: str) -> Running:
     (home / "run" / "endpoints.json").unlink(missing_ok=True)
-    log = (home.parent / f"{home.name}-up.log").open("a")
-    process = subprocess.Popen(_argv(ports, *extra), env=_env(home), stdout=log, stderr=subprocess.STDOUT, text=True)
+    with (home.parent / f"{home.name}-up.log").open("a") as log:
+        process = subprocess.Popen(
+            _argv(ports, *extra), env=_env(home), stdout=log, stderr=subprocess.STDOUT, text=True
+        )
     endpoints_file = home / "run" / "endpoints.json"
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -197,14 +203,20 @@ try:
     print('data writable')
 except OSError as error:
     print('data read-only', error.errno)
+import tre.sdc as sdc
+frame = table.to_pandas()
+frame = frame[frame['sex'].isin(['F', 'M'])]  # the researcher's control: no tiny 'indeterminate' group
+checked = sdc.crosstab(frame['sex'], frame['diagnosis_code'])
 out = pathlib.Path('/outputs/admissions_by_sex.csv')
-out.write_text('sex,admissions\\nF,1200\\nM,1150\\n')
+sidecar = checked.save(out)
+print('sdc', checked.status if hasattr(checked, 'status') else 'saved')
 def tre(*args):
     done = subprocess.run(['tre', 'airlock', *args], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 request = tre('create', 'diabetes-outcomes', '--title', 'Admissions by sex')
 tre('add', request, str(out), '--kind', 'output')
+tre('add', request, str(sidecar), '--kind', 'supporting')
 print('submitted', tre('submit', request))
 print('request', request)
 print('uid', os.getuid())

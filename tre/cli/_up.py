@@ -25,6 +25,9 @@ def up(
     proxy_api_port: Port = 8001,
     public_ip: Annotated[str, typer.Option(help="Address JupyterHub listens on for people.")] = "127.0.0.1",
     controller_interval: Annotated[float, typer.Option(min=1.0, help="Seconds between controller passes.")] = 30.0,
+    sandbox_pool: Annotated[
+        str | None, typer.Option(help="Private IPv4 network for workspace links (default 10.213.0.0/16).")
+    ] = None,
 ) -> None:
     """Start OpenBao, the airlock API, JupyterHub with sandboxed workspaces, and the controller."""
     from tre.embedded import Ports, UpOptions, run_up
@@ -44,6 +47,7 @@ def up(
         demo=demo,
         public_ip=public_ip,
         controller_interval=controller_interval,
+        sandbox_pool=sandbox_pool,
     )
     stop = threading.Event()
 

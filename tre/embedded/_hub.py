@@ -28,6 +28,7 @@ class HubSettings:
     layout: Layout
     ports: Ports
     store_url: str
+    hub_address: str = "127.0.0.1"
     public_ip: str = "127.0.0.1"
     spawner_class: str = "tre.workspaces.local_spawner.SandboxSpawner"
     spawner_config: tuple[tuple[str, object], ...] = ()
@@ -62,8 +63,7 @@ with open({str(layout.hub_secrets)!r}, encoding="utf-8") as handle:
     secrets = json.load(handle)
 
 c.JupyterHub.bind_url = "http://{settings.public_ip}:{ports.hub}"
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = {ports.hub_api}
+c.JupyterHub.hub_bind_url = "http://{settings.hub_address}:{ports.hub_api}"
 c.JupyterHub.db_url = "sqlite:///{layout.hub / "jupyterhub.sqlite"}"
 c.JupyterHub.cookie_secret = bytes.fromhex(secrets["cookie_secret"])
 c.JupyterHub.pid_file = {str(layout.run / "jupyterhub.pid")!r}
@@ -80,9 +80,10 @@ c.TreAuthenticator.any_allow_config = True  # check_allowed asks the TRE store
 
 c.JupyterHub.spawner_class = {settings.spawner_class!r}
 c.Spawner.default_url = "/lab"
+c.Spawner.environment = {{"TRE_AIRLOCK_URL": "http://{settings.hub_address}:{ports.airlock}/services/airlock"}}
 {spawner_lines}
 c.JupyterHub.services = [
-    {{"name": "{AIRLOCK_SERVICE}", "url": "http://127.0.0.1:{ports.airlock}",
+    {{"name": "{AIRLOCK_SERVICE}", "url": "http://{settings.hub_address}:{ports.airlock}",
      "api_token": secrets["airlock_service_token"], "display": True}},
     {{"name": "{CONTROLLER_SERVICE}", "api_token": secrets["controller_service_token"]}},
 ]

@@ -27,22 +27,29 @@ def bao_binary() -> str:
     return found
 
 
-def config_text(layout: Layout, port: int, cluster_port: int) -> str:
-    """Single-node integrated (raft) storage under TRE_HOME: OpenBao has no plain file backend."""
+def config_text(layout: Layout, port: int, cluster_port: int, workspace_address: str | None = None) -> str:
+    """Single-node integrated (raft) storage under TRE_HOME (OpenBao has no plain file backend); a second
+    listener on the sandboxes' hub address when workspaces need their project-scoped tokens to work."""
     data = layout.vault / "data"
+    extra = (
+        f'listener "tcp" {{\n  address = "{workspace_address}:{port}"\n  tls_disable = true\n}}\n'
+        if workspace_address
+        else ""
+    )
     return (
         f'storage "raft" {{\n  path = "{data}"\n  node_id = "tre"\n}}\n'
         f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n  cluster_address = "127.0.0.1:{cluster_port}"\n'
         "  tls_disable = true\n}\n"
+        f"{extra}"
         f'api_addr = "http://127.0.0.1:{port}"\ncluster_addr = "http://127.0.0.1:{cluster_port}"\n'
         "ui = false\n"
     )
 
 
-def openbao_child(layout: Layout, port: int, cluster_port: int) -> Child:
+def openbao_child(layout: Layout, port: int, cluster_port: int, workspace_address: str | None) -> Child:
     (layout.vault / "data").mkdir(parents=True, exist_ok=True, mode=0o700)
     config = layout.vault / "config.hcl"
-    config.write_text(config_text(layout, port, cluster_port), encoding="utf-8")
+    config.write_text(config_text(layout, port, cluster_port, workspace_address), encoding="utf-8")
     config.chmod(0o600)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(layout.vault)}
     return Child("OpenBao", [bao_binary(), "server", f"-config={config}"], layout.logs / "openbao.log", env=env)
@@ -76,10 +83,12 @@ def active(url: str) -> Callable[[], bool]:
     return probe
 
 
-def start_openbao(layout: Layout, port: int, cluster_port: int) -> tuple[Child, str]:
+def start_openbao(
+    layout: Layout, port: int, cluster_port: int, workspace_address: str | None = None
+) -> tuple[Child, str]:
     """Start, initialise on first run, unseal, and make sure the KV engine exists; returns the child and URL."""
     url = f"http://127.0.0.1:{port}"
-    child = openbao_child(layout, port, cluster_port)
+    child = openbao_child(layout, port, cluster_port, workspace_address)
     child.start()
     child.wait_ready(listening(url), START_TIMEOUT)
     initialise_and_unseal(url, layout.vault_keys, layout.vault_token)

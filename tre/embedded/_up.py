@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,12 @@ from tre.embedded._openbao import start_openbao
 from tre.embedded._pids import exclusive, record, stop_leftovers
 from tre.embedded._process import Child, http_ok
 from tre.embedded._seed import DemoUser, seed_demo
-from tre.errors import TemporaryError
+from tre.errors import InputError, TemporaryError
 from tre.services import utcnow
 from tre.storage import ObjectStore, open_object_store
 from tre.store import Store, sqlite_url
+from tre.workspaces._host import SandboxHost
+from tre.workspaces.sandbox import prepare_host, teardown_host
 
 log = logging.getLogger(__name__)
 START_TIMEOUT = 60.0
@@ -45,8 +48,7 @@ class UpOptions:
     demo: bool = False
     public_ip: str = "127.0.0.1"
     controller_interval: float = 30.0
-    spawner_class: str = "tre.workspaces.local_spawner.SandboxSpawner"
-    spawner_config: tuple[tuple[str, object], ...] = ()
+    sandbox_pool: str | None = None
 
 
 @dataclass
@@ -79,10 +81,13 @@ def up(options: UpOptions, stop: threading.Event, on_ready: Callable[[dict[str, 
         cleanup.callback(store.close)
         store.migrate()
         check_ports_free(options.ports)
+        host = sandbox_host(options, layout)
+        prepare_host(host)
+        cleanup.callback(teardown_host, host)
         running = _Running(layout)
         cleanup.callback(running.stop_all)
         cleanup.callback(layout.endpoints.unlink, missing_ok=True)
-        endpoints = _start(options, layout, store, running, stop)
+        endpoints = _start(options, layout, store, running, stop, host)
         on_ready(endpoints)
         while not stop.wait(0.5):
             dead = running.dead()
@@ -90,25 +95,38 @@ def up(options: UpOptions, stop: threading.Event, on_ready: Callable[[dict[str, 
                 raise TemporaryError(f"{dead.name} stopped unexpectedly; see {dead.log_path}")
 
 
+def sandbox_host(options: UpOptions, layout: Layout) -> SandboxHost:
+    """The workspace sandboxes' shared settings; their state lives in the home (root only)."""
+    state_dir = layout.workspaces / "sandbox"
+    if not options.sandbox_pool:
+        return SandboxHost(state_dir=state_dir)
+    try:
+        pool = IPv4Network(options.sandbox_pool)
+    except ValueError as error:
+        raise InputError(f"--sandbox-pool {options.sandbox_pool}: not an IPv4 network ({error})") from None
+    return SandboxHost(pool=pool, state_dir=state_dir)
+
+
 def _start(
-    options: UpOptions, layout: Layout, store: Store, running: _Running, stop: threading.Event
+    options: UpOptions, layout: Layout, store: Store, running: _Running, stop: threading.Event, host: SandboxHost
 ) -> dict[str, Any]:
+    hub_address = str(host.hub_address)
     objects = open_object_store((layout.home / "objects").as_uri())
-    bao, vault_url = start_openbao(layout, options.ports.vault, options.ports.vault_cluster)
+    bao, vault_url = start_openbao(layout, options.ports.vault, options.ports.vault_cluster, hub_address)
     running.add(bao)
     users = seed_demo(layout, store, objects, now=utcnow()) if options.demo else []
     env = _environment(layout, vault_url)
-    _start_airlock(options, layout, env, running)
+    _start_airlock(options, layout, env, running, hub_address)
     secrets = hub_secrets(layout)
-    _start_hub(options, layout, store, env, running)
-    hub = HubServers(f"http://127.0.0.1:{options.ports.hub_api}/hub/api", secrets["controller_service_token"])
+    _start_hub(options, layout, store, env, running, host)
+    hub = HubServers(f"http://{hub_address}:{options.ports.hub_api}/hub/api", secrets["controller_service_token"])
     controller = LocalController(store, objects, lambda: _data_services(layout, vault_url, objects), hub)
     controller.run_once()
     worker = threading.Thread(
         target=run_forever, args=(controller, stop, options.controller_interval), name="controller", daemon=True
     )
     worker.start()
-    endpoints = _endpoints(options, vault_url, users)
+    endpoints = _endpoints(options, vault_url, users, hub_address)
     write_private_json(layout.endpoints, endpoints)
     return endpoints
 
@@ -126,27 +144,46 @@ def _environment(layout: Layout, vault_url: str) -> dict[str, str]:
     return env
 
 
-def _start_airlock(options: UpOptions, layout: Layout, env: dict[str, str], running: _Running) -> None:
-    hub_api = f"http://127.0.0.1:{options.ports.hub_api}/hub/api"
-    argv = [sys.executable, "-m", "tre.embedded.airlock_server", "--port", str(options.ports.airlock)]
-    child = running.add(Child("airlock API", [*argv, "--hub-api", hub_api], layout.logs / "airlock.log", env=env))
+def _start_airlock(
+    options: UpOptions, layout: Layout, env: dict[str, str], running: _Running, hub_address: str
+) -> None:
+    """The airlock listens on the sandboxes' hub address only: the hub's proxy and workspaces reach it there."""
+    hub_api = f"http://{hub_address}:{options.ports.hub_api}/hub/api"
+    argv = [sys.executable, "-m", "tre.embedded.airlock_server", "--host", hub_address]
+    argv += ["--port", str(options.ports.airlock), "--hub-api", hub_api]
+    child = running.add(Child("airlock API", argv, layout.logs / "airlock.log", env=env))
     child.start()
-    child.wait_ready(http_ok(f"http://127.0.0.1:{options.ports.airlock}/healthz"), START_TIMEOUT)
+    child.wait_ready(http_ok(f"http://{hub_address}:{options.ports.airlock}/healthz"), START_TIMEOUT)
 
 
-def _start_hub(options: UpOptions, layout: Layout, store: Store, env: dict[str, str], running: _Running) -> None:
+def _start_hub(
+    options: UpOptions, layout: Layout, store: Store, env: dict[str, str], running: _Running, host: SandboxHost
+) -> None:
+    ports, hub_address = options.ports, str(host.hub_address)
+    spawner = (
+        ("workspace_root", str(layout.workspaces)),
+        ("sandbox_pool", str(host.pool)),
+        ("sandbox_table", host.table),
+        ("sandbox_prefix", host.prefix),
+        ("sandbox_state_dir", str(host.state_dir)),
+        ("allowed_ports", [ports.airlock, ports.vault]),
+        ("read_only_paths", [_package_directory()]),
+        ("vault_addr", f"http://{hub_address}:{ports.vault}"),
+        ("gate_check_interval", options.controller_interval),
+    )
     settings = HubSettings(
-        layout,
-        options.ports,
-        store.url,
-        public_ip=options.public_ip,
-        spawner_class=options.spawner_class,
-        spawner_config=options.spawner_config,
+        layout, ports, store.url, hub_address=hub_address, public_ip=options.public_ip, spawner_config=spawner
     )
     child = running.add(hub_child(settings, env))
     child.start()
-    child.wait_ready(http_ok(f"http://127.0.0.1:{options.ports.hub_api}/hub/health"), START_TIMEOUT)
+    child.wait_ready(http_ok(f"http://{hub_address}:{ports.hub_api}/hub/health"), START_TIMEOUT)
     child.wait_ready(http_ok(f"http://127.0.0.1:{options.ports.hub}/hub/health"), START_TIMEOUT)
+
+
+def _package_directory() -> str:
+    """The ``tre`` package's own directory, so ``tre airlock`` works in workspaces of a source checkout
+    (only the package: the checkout may hold a TRE home with secrets)."""
+    return str(Path(__file__).resolve().parent.parent)
 
 
 def _data_services(layout: Layout, vault_url: str, objects: ObjectStore) -> DataServices:
@@ -160,13 +197,13 @@ def _data_services(layout: Layout, vault_url: str, objects: ObjectStore) -> Data
     )
 
 
-def _endpoints(options: UpOptions, vault_url: str, users: list[DemoUser]) -> dict[str, Any]:
+def _endpoints(options: UpOptions, vault_url: str, users: list[DemoUser], hub_address: str) -> dict[str, Any]:
     hub_url = f"http://{_shown_host(options.public_ip)}:{options.ports.hub}"
     document: dict[str, Any] = {
         "hub": f"{hub_url}/hub/",
         "airlock": f"{hub_url}/services/airlock/api/v1/airlock",
-        "airlockDirect": f"http://127.0.0.1:{options.ports.airlock}/api/v1/airlock",
-        "hubApi": f"http://127.0.0.1:{options.ports.hub_api}/hub/api",
+        "airlockDirect": f"http://{hub_address}:{options.ports.airlock}/api/v1/airlock",
+        "hubApi": f"http://{hub_address}:{options.ports.hub_api}/hub/api",
         "vault": vault_url,
         "controllerService": CONTROLLER_SERVICE,
         "startedAt": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

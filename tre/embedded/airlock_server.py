@@ -32,11 +32,14 @@ def build_app(settings: Settings, hub_api_url: str) -> FastAPI:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="Address to listen on (tre up: the sandboxes' hub address)."
+    )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--hub-api", required=True, help="JupyterHub's API URL, e.g. http://127.0.0.1:8081/hub/api")
     arguments = parser.parse_args(argv)
     app = build_app(Settings(), arguments.hub_api)
-    uvicorn.run(app, host="127.0.0.1", port=arguments.port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=arguments.host, port=arguments.port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":
