@@ -35,7 +35,7 @@ NOW = dt.datetime(2026, 6, 1, 9, tzinfo=dt.UTC)
 def seed(url: str, objects_dir: Path, count: int) -> tuple[dict[str, str], list[str]]:
     from tests.integration.test_api import seed as seed_people
     from tre import services
-    from tre.airlock import FileKind
+    from tre.airlock import FileKind, TableKind
     from tre.airlock import service as airlock
     from tre.services import Actor
     from tre.spec import Accreditation, Role, User
@@ -68,8 +68,9 @@ def seed(url: str, objects_dir: Path, count: int) -> tuple[dict[str, str], list[
                 request.id,
                 name="t.csv",
                 kind=FileKind.OUTPUT,
-                data=f"a,b\n{n},1\n".encode(),
+                data=f"group,count\nA,{25 + n}\n".encode(),
                 now=NOW,
+                table=TableKind.FREQUENCY,  # counts of 10 or more: passes, so a vote needs no override
             )
             airlock.submit(unit, alice, objects, request.id, now=NOW)
             ids.append(request.id)

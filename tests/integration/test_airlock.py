@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import json
 import uuid
@@ -13,19 +14,21 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import EXAMPLES, Tre
+from tests.conftest import EXAMPLES, REPO, Tre
 from tests.support import s3 as s3_support
 from tests.support.cli import approve_example, assert_refused, ok
-from tre.airlock import FileKind, State, Vote
+from tre.airlock import FileKind, State, TableKind, Vote
 from tre.airlock import service as airlock
 from tre.clients.s3 import S3Location, S3ObjectStore
 from tre.errors import InputError, IntegrityError
+from tre.sdc import load_rules
 from tre.services import Actor
 from tre.storage import LocalObjectStore, ObjectInfo, ObjectStore
-from tre.store import Store
+from tre.store import Store, StoredCheck
 
 NAME = "diabetes-outcomes"
 TABLE = b"group,count\nA,25\nB,40\n"
+FREQUENCY = TableKind.FREQUENCY
 
 
 @pytest.fixture
@@ -65,7 +68,10 @@ def write(tmp_path: Path, name: str, data: bytes) -> str:
     return str(path)
 
 
-def new_request(tre: Tre, tokens: dict[str, str], tmp_path: Path, data: bytes = TABLE, name: str = "table1.csv") -> str:
+def new_request(
+    tre: Tre, tokens: dict[str, str], tmp_path: Path, data: bytes = TABLE, name: str = "table1.csv", *extra: str
+) -> str:
+    """A request with one output (declared a table of counts when it is a CSV) and its code."""
     request_id = ok(
         tre,
         "airlock",
@@ -77,7 +83,9 @@ def new_request(tre: Tre, tokens: dict[str, str], tmp_path: Path, data: bytes = 
         "counts < 10 suppressed",
         token=tokens["alice"],
     )
-    ok(tre, "airlock", "add", request_id, write(tmp_path, name, data), "--kind", "output", token=tokens["alice"])
+    declared = ("--table", "frequency") if name.endswith(".csv") else ()
+    path = write(tmp_path, name, data)
+    ok(tre, "airlock", "add", request_id, path, "--kind", "output", *declared, *extra, token=tokens["alice"])
     ok(
         tre,
         "airlock",
@@ -167,6 +175,8 @@ def test_changes_requested_then_resubmitted(tre: Tre, project: dict[str, str], t
         write(tmp_path, "table1.csv", b"group,count\nA,25\nB,40\nC,15\n"),
         "--kind",
         "output",
+        "--table",
+        "frequency",
         token=project["alice"],
     )
     assert ok(tre, "airlock", "submit", request_id, token=project["alice"]).endswith("in-review")
@@ -176,27 +186,121 @@ def test_changes_requested_then_resubmitted(tre: Tre, project: dict[str, str], t
     assert show(tre, request_id, project["alice"])["state"] == "released"
 
 
+def zipped() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("inner.csv", "a,b\n")
+    return buffer.getvalue()
+
+
 @pytest.mark.parametrize(
-    ("name", "data", "rule"),
+    ("name", "data", "rule", "status"),
     [
-        ("outputs.zip", b"", "file-type"),
-        ("patients.csv", b"id,nhs\n1,943 476 5919\n", "identifiers"),
-        ("broken.json", b"{not json", "file-type"),
+        ("outputs.zip", b"", "file-type", "fail"),
+        ("patients.csv", b"id,nhs\n1,943 476 5919\n", "identifiers", "fail"),
+        ("broken.json", b"{not json", "file-type", "fail"),
+        ("small.csv", b"group,count\nA,25\nB,4\n", "threshold", "fail"),
+        ("figure.bin", b"\x00\x01binary", "file-type", "review"),
     ],
 )
-def test_automated_checks_return_the_request(
-    tre: Tre, project: dict[str, str], tmp_path: Path, name: str, data: bytes, rule: str
+def test_failed_checks_reach_the_checkers_and_block_plain_approval(
+    tre: Tre, project: dict[str, str], tmp_path: Path, name: str, data: bytes, rule: str, status: str
 ) -> None:
-    if name.endswith(".zip"):
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w") as archive:
-            archive.writestr("inner.csv", "a,b\n")
-        data = buffer.getvalue()
-    request_id = new_request(tre, project, tmp_path, data=data, name=name)
-    assert ok(tre, "airlock", "submit", request_id, token=project["alice"]).endswith("returned")
-    (item,) = [f for f in show(tre, request_id, project["alice"])["files"] if f["name"] == name]
-    assert {c["rule"]: c["status"] for c in item["checks"]}[rule] == "fail"
+    request_id = new_request(tre, project, tmp_path, data or zipped(), name)
+    assert ok(tre, "airlock", "submit", request_id, token=project["alice"]).endswith("in-review")
+    for viewer in ("alice", "olive"):  # the author sees what the checkers will see
+        (item,) = [f for f in show(tre, request_id, project[viewer])["files"] if f["name"] == name]
+        assert item["status"] == status
+        assert {c["rule"]: c["status"] for c in item["checks"]}[rule] == status
     assert "9434765919" not in json.dumps(show(tre, request_id, project["olive"]))
+    assert_refused(
+        tre("airlock", "review", request_id, "--file", name, "--vote", "approve", token=project["olive"]),
+        f"{name} has automated results that need your override before you approve it: ",
+        rule,
+    )
+    assert show(tre, request_id, project["olive"])["votes"] == []
+
+
+def test_overrides_with_rationale_let_two_checkers_release(
+    tre: Tre, project: dict[str, str], tmp_path: Path, isolated_environment: Path
+) -> None:
+    """An output whose counts fail the threshold is released only after both approving checkers override the
+    threshold result with a rationale; the overrides are in show (blind), the audit log, the metrics and
+    decision.json."""
+    small = b"group,count\nA,25\nB,4\n"
+    request_id = new_request(tre, project, tmp_path, small, "small.csv")
+    ok(tre, "airlock", "submit", request_id, token=project["alice"])
+    (item,) = [f for f in show(tre, request_id, project["olive"])["files"] if f["name"] == "small.csv"]
+    (threshold,) = [c for c in item["checks"] if c["rule"] == "threshold"]
+    assert threshold["cells"] == [
+        {"row": "B", "column": "count", "rule": "threshold", "value": 4, "status": "fail",
+         "reason": "fewer than 10 contributors"}
+    ]  # fmt: skip
+    override = ("airlock", "override", request_id, "--file", "small.csv")
+    for args, message in (
+        ((*override, "--rule", "threshold", "--rationale", "  "), "needs a rationale"),
+        ((*override, "--rule", "zeros", "--rationale", "fine"), "rule zeros did not flag small.csv"),
+        (("airlock", "override", request_id, "--file", "nope.csv", "--rule", "x", "--rationale", "y"), "no file"),
+    ):
+        assert_refused(tre(*args, token=project["olive"]), message)
+    for user, message in (("alice", "output-checker role"), ("mallory", "is a member of the project")):
+        assert_refused(tre(*override, "--rule", "threshold", "--rationale", "ok", token=project[user]), message)
+    why = "B is a published national figure (ONS table 4), not a count of this cohort"
+    ok(tre, *override, "--rule", "threshold", "--rationale", why, token=project["olive"])
+    ok(tre, "airlock", "review", request_id, "--file", "small.csv", "--vote", "approve", token=project["olive"])
+    assert show(tre, request_id, project["oscar"])["overrides"] == []  # as blind as the votes
+    assert show(tre, request_id, project["alice"])["overrides"] == []  # never shown to the author in review
+    assert_refused(
+        tre("airlock", "review", request_id, "--file", "small.csv", "--vote", "approve", token=project["oscar"]),
+        "need your override",  # olive's override does not stand for oscar
+    )
+    ok(tre, *override, "--rule", "threshold", "--rationale", "agree: external figure", token=project["oscar"])
+    assert ok(
+        tre, "airlock", "review", request_id, "--file", "small.csv", "--vote", "approve", token=project["oscar"]
+    ).endswith("released")
+    decision = json.loads((releases(isolated_environment, request_id) / "decision.json").read_text())
+    assert [(o["checker"], o["file"], o["rule"], o["status"], o["rationale"]) for o in decision["overrides"]] == [
+        ("olive", "small.csv", "threshold", "fail", why),
+        ("oscar", "small.csv", "threshold", "fail", "agree: external figure"),
+    ]
+    assert all(o["at"] for o in decision["overrides"])
+    assert decision["rules"]["name"] == "default"
+    assert {c["rule"]: c["status"] for c in decision["checks"] if c["file"] == "small.csv"}["threshold"] == "fail"
+    assert decision["files"] == [
+        {"name": "small.csv", "sha256": hashlib.sha256(small).hexdigest(), "size": len(small), "table": "frequency"}
+    ]
+    entries = [json.loads(line) for line in ok(tre, "audit", "export", "--project", NAME).splitlines()]
+    overridden = [e for e in entries if e["action"] == "airlock.overridden"]
+    assert [(e["actor"], e["details"]["rule"], e["details"]["rationale"]) for e in overridden] == [
+        ("olive", "threshold", why),
+        ("oscar", "threshold", "agree: external figure"),
+    ]
+    assert ok(tre, "audit", "verify").startswith("audit log intact")
+
+
+def test_project_rules_are_chosen_by_an_admin_and_apply_from_the_next_submission(
+    tre: Tre, project: dict[str, str], tmp_path: Path
+) -> None:
+    strict = REPO / "policies" / "disclosure" / "strict.yaml"
+    assert json.loads(ok(tre, "airlock", "rules", NAME, "-o", "json", token=project["alice"]))["rules"] == (
+        load_rules(REPO / "policies" / "disclosure" / "default.yaml").as_dict()
+    )
+    assert_refused(tre("airlock", "rules", NAME, "--set", str(strict), token=project["olive"]), "an admin may")
+    assert_refused(tre("airlock", "rules", NAME, "--set", str(strict), token=project["alice"]), "an admin may")
+    shown = json.loads(ok(tre, "airlock", "rules", NAME, "--set", str(strict), "-o", "json", token=project["root"]))
+    assert (shown["rules"]["name"], shown["rules"]["threshold"], shown["setBy"]) == ("strict", 20, "root")
+    request_id = new_request(tre, project, tmp_path)  # counts of 25 and 40: pass at 10 and at 20
+    ok(tre, "airlock", "submit", request_id, token=project["alice"])
+    assert show(tre, request_id, project["olive"])["rules"]["threshold"] == 20
+    second = new_request(tre, project, tmp_path, b"group,count\nA,25\nB,15\n", "t2.csv")
+    ok(tre, "airlock", "submit", second, token=project["alice"])
+    (item,) = [f for f in show(tre, second, project["olive"])["files"] if f["name"] == "t2.csv"]
+    assert item["status"] == "fail"  # 15 passes the default threshold of 10, not the strict one of 20
+    ok(tre, "airlock", "rules", NAME, "--default", token=project["root"])
+    assert json.loads(ok(tre, "airlock", "rules", NAME, "-o", "json"))["rules"]["name"] == "default"
+    entries = [json.loads(line) for line in ok(tre, "audit", "export", "--project", NAME).splitlines()]
+    changes = [e["details"]["rules"] for e in entries if e["action"] == "airlock.rules-set"]
+    assert [c if c == "default" else c["name"] for c in changes] == ["strict", "default"]
 
 
 def test_bad_input_is_refused_and_changes_nothing(tre: Tre, project: dict[str, str], tmp_path: Path) -> None:
@@ -296,7 +400,9 @@ def _approved_request(store: Store, objects: ObjectStore, tre: Tre, project: dic
     with store.transaction() as unit:
         actor = Actor("alice", unit.users.get("alice"))
         request = airlock.create_request(unit, actor, NAME, title="T", now=now)
-        airlock.add_file(unit, actor, objects, request.id, name="t.csv", kind=FileKind.OUTPUT, data=TABLE, now=now)
+        airlock.add_file(
+            unit, actor, objects, request.id, name="t.csv", kind=FileKind.OUTPUT, data=TABLE, now=now, table=FREQUENCY
+        )
         airlock.submit(unit, actor, objects, request.id, now=now)
         for checker in ("olive", "oscar"):
             airlock.vote(
@@ -346,6 +452,23 @@ def test_a_file_changed_in_quarantine_blocks_release(
         airlock.release(store, objects, request_id, now=dt.datetime(2026, 6, 2, tzinfo=dt.UTC))
     with store.transaction(write=False) as unit:
         assert unit.airlock.get(request_id).state == State.APPROVED.value  # type: ignore[union-attr]
+    assert list(objects.list(f"projects/{NAME}/releases/")) == []
+    store.close()
+
+
+def test_release_re_derives_the_decision_from_votes_checks_and_overrides(
+    tre: Tre, project: dict[str, str], isolated_environment: Path, tmp_path: Path
+) -> None:
+    """A request marked approved whose record does not support it (here a failing result added behind the
+    service's back, with no override) is not released."""
+    store = Store(f"sqlite+pysqlite:///{isolated_environment / 'tre.db'}")
+    objects = LocalObjectStore(tmp_path / "o")
+    request_id = _approved_request(store, objects, tre, project)
+    with store.transaction() as unit:
+        round_ = unit.airlock.get(request_id).round  # type: ignore[union-attr]
+        unit.airlock.add_check(request_id, StoredCheck(round_, "t.csv", "threshold", "fail", '{"detail": "x"}'))
+    with pytest.raises(IntegrityError, match="do not approve every output file: release is blocked"):
+        airlock.release(store, objects, request_id, now=dt.datetime(2026, 6, 2, tzinfo=dt.UTC))
     assert list(objects.list(f"projects/{NAME}/releases/")) == []
     store.close()
 

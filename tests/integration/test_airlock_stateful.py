@@ -1,8 +1,12 @@
-"""Random actions by random users against the real airlock service and store: the invariants always hold."""
+"""Random actions by random users against the real airlock service and store: the invariants always hold.
+
+The files pass, fail or need review in the disclosure checks (an NHS number, small counts declared as counts, a
+numeric table without evidence), so releases need checkers' overrides, and the invariant checks them."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import tempfile
 from pathlib import Path
 
@@ -11,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from tests.integration.test_api import NOW, seed
-from tre.airlock import FileKind, State, Vote, user_can_review_project
+from tre.airlock import FileKind, State, TableKind, Vote, user_can_review_project
 from tre.airlock import service as airlock
 from tre.errors import TreError
 from tre.services import Actor
@@ -19,7 +23,13 @@ from tre.storage import LocalObjectStore
 from tre.store import Store, sqlite_url
 
 USERS = ["alice", "bob", "olive", "oscar", "eve", "carol"]
-DATA = [b"a,b\n1,2\n", b"a,b\n3,4\n", b"x\n"]
+DATA = [
+    b"group,n\nA,25\nB,40\n",  # counts that pass when declared a table of counts; otherwise "evidence" review
+    b"group,n\nA,3\nB,40\n",  # a count under the threshold when declared; "evidence" review otherwise
+    b"x\n",  # text: passes
+    b"id\n943 476 5919\n",  # an NHS number: identifiers fail
+]
+RATIONALES = ["checked against the code", "checked against the code", "", "   "]
 
 
 class AirlockService(RuleBasedStateMachine):
@@ -67,12 +77,13 @@ class AirlockService(RuleBasedStateMachine):
         user=st.sampled_from(USERS),
         kind=st.sampled_from([FileKind.OUTPUT, FileKind.OUTPUT, FileKind.CODE]),
         content=st.sampled_from(DATA),
+        table=st.sampled_from([None, TableKind.FREQUENCY]),
     )
-    def add(self, data: st.DataObject, user: str, kind: FileKind, content: bytes) -> None:
+    def add(self, data: st.DataObject, user: str, kind: FileKind, content: bytes, table: TableKind | None) -> None:
         request_id = data.draw(st.sampled_from(self.requests))
         name = data.draw(st.sampled_from(["t1.csv", "t2.csv"]))
         author = self._author_or(data, request_id, user)
-        self._act(author, "add_file", self.objects, request_id, name=name, kind=kind, data=content)
+        self._act(author, "add_file", self.objects, request_id, name=name, kind=kind, data=content, table=table)
 
     @precondition(lambda self: self.requests)
     @rule(data=st.data(), user=st.sampled_from(USERS))
@@ -93,6 +104,22 @@ class AirlockService(RuleBasedStateMachine):
             names = [f.name for f in unit.airlock.files(request_id)] or ["t1.csv"]
         name = data.draw(st.sampled_from(names))
         self._act(user, "vote", request_id, file=name, choice=choice, comment="c")
+
+    @precondition(lambda self: self.requests)
+    @rule(
+        data=st.data(),
+        user=st.sampled_from(["olive", "oscar"] * 3 + ["alice", "bob"]),
+        rationale=st.sampled_from(RATIONALES),
+    )
+    def override(self, data: st.DataObject, user: str, rationale: str) -> None:
+        """Mostly a rule that flagged the file, sometimes one that did not (refused)."""
+        with self.store.transaction(write=False) as unit:
+            in_review = [r for r in unit.airlock.find() if r.state == State.IN_REVIEW.value]
+            request = data.draw(st.sampled_from(in_review or unit.airlock.find()))
+            checks = unit.airlock.checks(request.id, request.round)
+        flagged = [(c.file, c.rule) for c in checks if c.status != "pass"] or [("t1.csv", "size")]
+        file, rule_ = data.draw(st.sampled_from([*flagged, *flagged, ("t1.csv", "size")]))
+        self._act(user, "override", request.id, file=file, rule=rule_, rationale=rationale)
 
     @precondition(lambda self: self.requests)
     @rule()
@@ -120,15 +147,43 @@ class AirlockService(RuleBasedStateMachine):
                     continue
                 outputs = [f.name for f in unit.airlock.files(request.id) if f.kind == FileKind.OUTPUT.value]
                 assert outputs
+                checks = unit.airlock.checks(request.id, request.round)
+                overrides = unit.airlock.overrides(request.id, request.round)
                 for name in outputs:
                     latest = {
                         b.checker: b.vote for b in unit.airlock.ballots(request.id, request.round) if b.file == name
                     }
-                    approvers = {c for c, v in latest.items() if v == Vote.APPROVE.value}
-                    assert len(approvers) >= 2, (request.id, name, latest)
+                    flagged = {c.rule for c in checks if c.file == name and c.status != "pass"}
+                    assert any(c.file == name for c in checks), "an output released without automated checks"
+                    approvers = {
+                        c
+                        for c, v in latest.items()
+                        if v == Vote.APPROVE.value
+                        and flagged
+                        <= {o.rule for o in overrides if (o.checker, o.file) == (c, name) and o.rationale.strip()}
+                    }
+                    assert len(approvers) >= 2, (request.id, name, latest, flagged, overrides)
                     assert request.author not in approvers
                     for checker in approvers:
                         assert user_can_review_project(unit.users.get(checker), project)  # type: ignore[arg-type]
+                if request.state == State.RELEASED.value:
+                    self.self_justifying_decision_record(request)
+
+    def self_justifying_decision_record(self, request: object) -> None:
+        """decision.json alone shows, for every released file, two approvers who overrode each fail and review."""
+        record = json.loads(self.objects.get_bytes(airlock.release_prefix(request) + "decision.json"))  # type: ignore[arg-type]
+        for item in record["files"]:
+            flagged = {c["rule"] for c in record["checks"] if c["file"] == item["name"] and c["status"] != "pass"}
+            latest = {v["checker"]: v["vote"] for v in record["votes"] if v["file"] == item["name"]}
+            covered = [
+                checker
+                for checker, vote in latest.items()
+                if vote == "approve"
+                and flagged
+                <= {o["rule"] for o in record["overrides"] if (o["checker"], o["file"]) == (checker, item["name"])}
+            ]
+            assert len(covered) >= 2, (item, record)
+            assert all(o["rationale"].strip() for o in record["overrides"])
 
     @invariant()
     def every_state_change_is_audited_and_the_log_verifies(self) -> None:
@@ -144,3 +199,30 @@ TestAirlockService = AirlockService.TestCase
 TestAirlockService.settings = settings(
     max_examples=40, stateful_step_count=60, deadline=None, suppress_health_check=list(HealthCheck)
 )
+
+
+def test_the_machine_releases_flagged_outputs_so_its_invariant_is_not_vacuous() -> None:
+    machine = AirlockService()
+    try:
+        machine._act("alice", "create_request", "diabetes-outcomes", title="T")
+        with machine.store.transaction(write=False) as unit:
+            (request,) = unit.airlock.find()
+        machine.requests = [request.id]
+        machine._act(
+            "alice", "add_file", machine.objects, request.id, name="t1.csv", kind=FileKind.OUTPUT, data=DATA[1]
+        )
+        machine._act("alice", "submit", machine.objects, request.id)
+        for checker in ("olive", "oscar"):
+            machine._act(checker, "vote", request.id, file="t1.csv", choice=Vote.APPROVE)  # refused: not overridden
+        with machine.store.transaction(write=False) as unit:
+            assert unit.airlock.get(request.id).state == State.IN_REVIEW.value  # type: ignore[union-attr]
+            assert unit.airlock.ballots(request.id) == []
+        for checker in ("olive", "oscar"):
+            machine._act(checker, "override", request.id, file="t1.csv", rule="evidence", rationale=RATIONALES[0])
+            machine._act(checker, "vote", request.id, file="t1.csv", choice=Vote.APPROVE)
+        machine.release()
+        with machine.store.transaction(write=False) as unit:
+            assert unit.airlock.get(request.id).state == State.RELEASED.value  # type: ignore[union-attr]
+        machine.nothing_leaves_without_two_independent_approvals()
+    finally:
+        machine.teardown()

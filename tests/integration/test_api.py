@@ -101,17 +101,24 @@ def test_the_whole_flow_over_http(api: tuple[TestClient, dict[str, str]]) -> Non
     assert added["size"] == len(TABLE)
     assert call(client, "POST", f"/requests/{rid}/submit", tokens["alice"], 200)["state"] == "in-review"
     assert call(client, "GET", f"/requests/{rid}/files/t.csv", tokens["olive"], 200).content == TABLE
-    call(client, "POST", f"/requests/{rid}/votes", tokens["olive"], 200, json={"file": "t.csv", "vote": "approve"})
+    (item,) = call(client, "GET", f"/requests/{rid}", tokens["olive"], 200)["files"]
+    assert (item["status"], item["evidence"]) == ("review", "none")  # not declared a table of counts
+    approve = {"file": "t.csv", "vote": "approve"}
+    call(client, "POST", f"/requests/{rid}/votes", tokens["olive"], 409, json=approve)  # needs an override first
+    reason = {"file": "t.csv", "rule": "evidence", "rationale": "counts by group; code shows n >= 25 per group"}
+    for checker in ("olive", "oscar"):
+        added = call(client, "POST", f"/requests/{rid}/overrides", tokens[checker], 201, json=reason)
+        assert (added["rule"], added["status"]) == ("evidence", "review")
+    call(client, "POST", f"/requests/{rid}/votes", tokens["olive"], 200, json=approve)
     assert call(client, "GET", f"/requests/{rid}", tokens["oscar"], 200)["votes"] == []  # blind
-    final = call(
-        client, "POST", f"/requests/{rid}/votes", tokens["oscar"], 200, json={"file": "t.csv", "vote": "approve"}
-    )
+    final = call(client, "POST", f"/requests/{rid}/votes", tokens["oscar"], 200, json=approve)
     assert final["state"] == "released"
     assert [r["id"] for r in call(client, "GET", "/requests", tokens["bob"], 200)] == [rid]
     assert call(client, "GET", "/requests", tokens["eve"], 200) == []
     metrics = client.get("/metrics").text
     assert 'tre_airlock_requests{state="released"} 1.0' in metrics
     assert "tre_airlock_decision_seconds_count 1.0" in metrics
+    assert 'tre_airlock_overrides_total{rule="evidence"} 2.0' in metrics
     assert 'tre_projects{phase="approved"} 1.0' in metrics
 
 
@@ -134,12 +141,21 @@ def test_refusals_have_the_right_status(api: tuple[TestClient, dict[str, str]]) 
     call(client, "PUT", f"/requests/{rid}/files/.env?kind=output", tokens["alice"], 422, content=TABLE)
     call(client, "PUT", f"/requests/{rid}/files/t.csv?kind=output", tokens["alice"], 422, content=b"")
     call(client, "POST", f"/requests/{rid}/submit", tokens["alice"], 422)  # no output file
-    call(client, "PUT", f"/requests/{rid}/files/t.csv?kind=output", tokens["alice"], 201, content=TABLE)
+    call(client, "PUT", f"/requests/{rid}/files/t.csv?kind=output&table=means", tokens["alice"], 422, content=TABLE)
+    added = call(
+        client, "PUT", f"/requests/{rid}/files/t.csv?kind=output&table=frequency", tokens["alice"], 201, content=TABLE
+    )
+    assert added["table"] == "frequency"
     call(client, "POST", f"/requests/{rid}/votes", tokens["olive"], 409, json={"file": "t.csv", "vote": "approve"})
     call(client, "POST", f"/requests/{rid}/submit", tokens["bob"], 403)
     call(client, "POST", f"/requests/{rid}/submit", tokens["alice"], 200)
     call(client, "POST", f"/requests/{rid}/votes", tokens["bob"], 403, json={"file": "t.csv", "vote": "approve"})
     call(client, "POST", f"/requests/{rid}/votes", tokens["olive"], 422, json={"file": "t.csv", "vote": "reject"})
+    override = {"file": "t.csv", "rule": "evidence", "rationale": "why"}
+    call(client, "POST", f"/requests/{rid}/overrides", tokens["bob"], 403, json=override)
+    call(client, "POST", f"/requests/{rid}/overrides", tokens["olive"], 422, json={**override, "rationale": " "})
+    call(client, "POST", f"/requests/{rid}/overrides", tokens["olive"], 422, json={**override, "rule": "zeros"})
+    call(client, "POST", f"/requests/{rid}/overrides", tokens["olive"], 404, json={**override, "file": "x.csv"})
     call(client, "POST", f"/requests/{rid}/revoke", tokens["olive"], 409, json={"reason": "x"})
 
 

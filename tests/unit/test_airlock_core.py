@@ -17,6 +17,8 @@ from tre.airlock import (
     Ballot,
     Decision,
     FileKind,
+    Flag,
+    Override,
     Owner,
     RequestFile,
     State,
@@ -24,14 +26,20 @@ from tre.airlock import (
     can_transition,
     check_ballot,
     check_file_name,
+    check_override,
     check_transition,
+    check_user_can_approve,
     check_user_can_review,
     file_decision,
+    flags,
     mermaid_diagram,
+    missing_overrides,
     request_outcome,
     user_can_review_project,
     visible_ballots,
+    visible_overrides,
 )
+from tre.airlock._checks import Status
 from tre.errors import ConflictError, InputError, PermissionDeniedError
 from tre.spec import ProjectSpec, Role, User
 
@@ -124,6 +132,67 @@ def test_request_outcome_needs_every_output_approved() -> None:
     assert request_outcome(_files(FileKind.SUPPORTING), approve) is None  # nothing to release
 
 
+FAIL_T = Flag("f0.csv", "threshold", Status.FAIL)
+REVIEW_E = Flag("f0.csv", "evidence", Status.REVIEW)
+
+
+def test_only_fail_and_review_results_need_an_override() -> None:
+    results = [
+        ("f0.csv", "threshold", Status.FAIL),
+        ("f0.csv", "evidence", Status.REVIEW),
+        ("f0.csv", "size", Status.PASS),
+    ]
+    assert flags(results) == {FAIL_T, REVIEW_E}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (Override("olive", "f0.csv", "threshold", ""), "needs a rationale"),
+        (Override("olive", "f0.csv", "threshold", " \n\t"), "needs a rationale"),
+        (Override("olive", "f0.csv", "threshold", "x" * 2001), "at most 2000 characters"),
+        (
+            Override("olive", "f0.csv", "size", "fine"),
+            "rule size did not flag f0.csv; its flagged rules are: evidence, threshold",
+        ),
+        (Override("olive", "f1.csv", "threshold", "fine"), "its flagged rules are: none"),
+    ],
+)
+def test_an_override_needs_a_rationale_and_a_flagged_rule(override: Override, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        check_override(override, {FAIL_T, REVIEW_E})
+    assert check_override(Override("olive", "f0.csv", "threshold", "x" * 2000), {FAIL_T}) == FAIL_T
+
+
+def test_an_approval_counts_only_with_the_approvers_own_overrides() -> None:
+    files, flagged = _files(FileKind.OUTPUT), {FAIL_T, REVIEW_E}
+    approve = [Ballot("olive", "f0.csv", Vote.APPROVE), Ballot("oscar", "f0.csv", Vote.APPROVE)]
+    olive = [
+        Override("olive", "f0.csv", "threshold", "published figure"),
+        Override("olive", "f0.csv", "evidence", "ok"),
+    ]
+    assert request_outcome(files, approve) is State.APPROVED  # without flags, two approvals decide
+    assert request_outcome(files, approve, flagged) is None
+    assert request_outcome(files, approve, flagged, olive) is None  # olive's overrides do not stand for oscar
+    assert missing_overrides("oscar", "f0.csv", flagged, olive) == ["evidence", "threshold"]
+    with pytest.raises(ConflictError, match="need your override before you approve it: evidence, threshold"):
+        check_user_can_approve("oscar", "f0.csv", flagged, olive)
+    oscar = [Override("oscar", "f0.csv", "threshold", "agreed"), Override("oscar", "f0.csv", "evidence", "  ")]
+    assert request_outcome(files, approve, flagged, olive + oscar) is None  # a blank rationale is no override
+    oscar[1] = Override("oscar", "f0.csv", "evidence", "agreed")
+    assert request_outcome(files, approve, flagged, olive + oscar) is State.APPROVED
+
+
+def test_overrides_are_as_blind_as_votes() -> None:
+    mine = Override("olive", "f0.csv", "threshold", "published figure")
+    ballots = [Ballot("olive", "f0.csv", Vote.APPROVE)]
+    assert visible_overrides([mine], ballots, "olive", is_checker=True) == [mine]
+    assert visible_overrides([mine], ballots, "oscar", is_checker=True) == []
+    ballots.append(Ballot("oscar", "f0.csv", Vote.CHANGES, "no"))
+    assert visible_overrides([mine], ballots, "oscar", is_checker=True) == [mine]
+    assert visible_overrides([mine], ballots, "alice", is_checker=False) == []
+
+
 def test_review_is_blind_until_two_votes_are_in() -> None:
     ballots = [Ballot("olive", "f0.csv", Vote.APPROVE)]
     assert visible_ballots(ballots, "oscar", is_checker=True) == []
@@ -196,6 +265,9 @@ def test_plain_file_names_are_accepted(name: str) -> None:
 # ---- the release invariant, under random actions by random users ---------------------------------------------------
 
 
+RULES = ["threshold", "identifiers", "evidence"]
+
+
 @dataclass
 class Model:
     """A request as the pure core sees it."""
@@ -204,7 +276,9 @@ class Model:
     state: State = State.DRAFT
     files: list[RequestFile] = field(default_factory=list)
     ballots: list[Ballot] = field(default_factory=list)
-    released_with: list[Ballot] = field(default_factory=list)
+    flagged: frozenset[Flag] = frozenset()  # the automated fails and reviews of this round
+    overrides: list[Override] = field(default_factory=list)
+    released_with: tuple[list[Ballot], frozenset[Flag], list[Override]] | None = None
 
 
 class AirlockMachine(RuleBasedStateMachine):
@@ -225,12 +299,31 @@ class AirlockMachine(RuleBasedStateMachine):
             self.request.files = [f for f in self.request.files if f.name != f"f{number}.csv"]
             self.request.files.append(RequestFile(f"f{number}.csv", kind, "0" * 64, 1))
 
-    @rule()
-    def submit(self) -> None:
+    @rule(results=st.sets(st.tuples(st.integers(0, 1), st.sampled_from(RULES), st.sampled_from(Status))))
+    def submit(self, results: set[tuple[int, str, Status]]) -> None:
+        """The automated checks say what they say; the request goes to review regardless."""
         if self.request.files and self._move(State.SUBMITTED, Owner.AUTHOR):
-            self.request.ballots = []  # a new round
+            self.request.ballots, self.request.overrides = [], []  # a new round
+            self.request.flagged = flags((f"f{n}.csv", rule, status) for n, rule, status in results)
             self._move(State.CHECKING, Owner.SYSTEM)
             self._move(State.IN_REVIEW, Owner.SYSTEM)
+
+    @rule(
+        user=st.sampled_from(["olive", "oscar", "otto", "mallory", "alice"]),
+        number=st.integers(0, 1),
+        rule_=st.sampled_from(RULES),
+        rationale=st.sampled_from(["published figure", "", "  ", "rounded to 5"]),
+    )
+    def override(self, user: str, number: int, rule_: str, rationale: str) -> None:
+        if self.request.state is not State.IN_REVIEW:
+            return
+        try:
+            check_user_can_review(USERS[user], PROJECT, self.request.author)
+            override = Override(user, f"f{number}.csv", rule_, rationale)
+            check_override(override, self.request.flagged)
+        except (PermissionDeniedError, InputError):
+            return
+        self.request.overrides.append(override)
 
     @rule(
         user=st.sampled_from(["olive", "oscar", "otto", "mallory", "alice", "eve"]),
@@ -244,15 +337,18 @@ class AirlockMachine(RuleBasedStateMachine):
             check_user_can_review(USERS[user], PROJECT, self.request.author)
         except PermissionDeniedError:
             return
+        # No vote-time refusal here: an approval without overrides is recorded, and request_outcome must not count it.
         self.request.ballots.append(Ballot(user, f"f{number}.csv", vote, "because"))
-        outcome = request_outcome(self.request.files, self.request.ballots)
+        request = self.request
+        outcome = request_outcome(request.files, request.ballots, request.flagged, request.overrides)
         if outcome is not None:
             self._move(outcome, Owner.SYSTEM)
 
     @precondition(lambda self: self.request.state is State.APPROVED)
     @rule()
     def release(self) -> None:
-        self.request.released_with = list(self.request.ballots)
+        request = self.request
+        request.released_with = (list(request.ballots), request.flagged, list(request.overrides))
         self._move(State.RELEASED, Owner.SYSTEM)
 
     @precondition(lambda self: len(self.request.ballots) >= 3 or self.request.state is State.RETURNED)
@@ -267,15 +363,25 @@ class AirlockMachine(RuleBasedStateMachine):
 
     @invariant()
     def approved_means_two_independent_approvals_per_output(self) -> None:
+        """Every output file: two eligible checkers whose latest vote approves it and who each overrode, with a
+        rationale, every automated fail or review on it (so nothing flagged leaves without a recorded reason)."""
         if self.request.state not in (State.APPROVED, State.RELEASED):
             return
-        ballots = self.request.released_with or self.request.ballots
-        outputs = [f for f in self.request.files if f.kind is FileKind.OUTPUT]
+        request = self.request
+        ballots, flagged, overrides = request.released_with or (request.ballots, request.flagged, request.overrides)
+        outputs = [f for f in request.files if f.kind is FileKind.OUTPUT]
         assert outputs
         for file in outputs:
             latest = {b.checker: b.vote for b in ballots if b.file == file.name}
-            approvers = {c for c, v in latest.items() if v is Vote.APPROVE}
-            assert len(approvers) >= 2
+            needed = {f.rule for f in flagged if f.file == file.name}
+            approvers = set()
+            for checker, vote in latest.items():
+                done = {
+                    o.rule for o in overrides if (o.checker, o.file) == (checker, file.name) and o.rationale.strip()
+                }
+                if vote is Vote.APPROVE and needed <= done:
+                    approvers.add(checker)
+            assert len(approvers) >= 2, (file.name, latest, needed, overrides)
             assert all(user_can_review_project(USERS[c], PROJECT) for c in approvers)
             assert self.request.author not in approvers
 
@@ -287,10 +393,17 @@ TestAirlockMachine.settings = settings(max_examples=300, stateful_step_count=25,
 def test_the_machine_reaches_release_so_its_invariant_is_not_vacuous() -> None:
     machine = AirlockMachine()
     machine.add_file(kind=FileKind.OUTPUT, number=0)
-    machine.submit()
+    machine.submit(results={(0, "threshold", Status.FAIL), (0, "size", Status.PASS)})
     machine.vote(user="olive", number=0, vote=Vote.APPROVE)
+    machine.vote(user="oscar", number=0, vote=Vote.APPROVE)
+    assert machine.request.state is State.IN_REVIEW  # two approvals, but no overrides of the failed threshold
+    machine.override(user="olive", number=0, rule_="threshold", rationale="published figure")
+    machine.override(user="oscar", number=0, rule_="threshold", rationale="  ")  # no rationale: refused
+    machine.override(user="mallory", number=0, rule_="threshold", rationale="published figure")  # a member
     machine.vote(user="mallory", number=0, vote=Vote.APPROVE)  # a member: not counted
+    machine.vote(user="olive", number=0, vote=Vote.APPROVE)
     assert machine.request.state is State.IN_REVIEW
+    machine.override(user="oscar", number=0, rule_="threshold", rationale="agreed")
     machine.vote(user="oscar", number=0, vote=Vote.APPROVE)
     assert machine.request.state is State.APPROVED
     machine.release()

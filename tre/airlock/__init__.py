@@ -1,15 +1,26 @@
 """The airlock: the only way anything leaves a workspace. This package is the pure core (states, review rules,
-permissions, file names); storage, the HTTP API and release build on it."""
+overrides, permissions, file names); storage, the HTTP API and release build on it."""
 
-from tre.airlock._files import FileKind, RequestFile, check_file_name
+from tre.airlock._files import FileKind, RequestFile, TableKind, check_file_name
+from tre.airlock._overrides import (
+    Flag,
+    Override,
+    check_override,
+    check_user_can_approve,
+    flags,
+    missing_overrides,
+    user_can_approve,
+)
 from tre.airlock._permissions import (
     check_user_can_author,
     check_user_can_review,
     check_user_can_revoke,
+    check_user_can_set_rules,
     check_user_can_view_request,
     user_can_author,
     user_can_review_project,
     user_can_revoke,
+    user_can_set_rules,
     user_can_view_request,
 )
 from tre.airlock._review import (
@@ -17,10 +28,12 @@ from tre.airlock._review import (
     Decision,
     Vote,
     check_ballot,
+    counted_votes,
     file_decision,
     latest_votes,
     request_outcome,
     visible_ballots,
+    visible_overrides,
 )
 from tre.airlock._states import (
     OWNERS,
@@ -40,25 +53,37 @@ __all__ = [
     "Ballot",
     "Decision",
     "FileKind",
+    "Flag",
+    "Override",
     "Owner",
     "RequestFile",
     "State",
+    "TableKind",
     "Vote",
     "can_transition",
     "check_ballot",
     "check_file_name",
+    "check_override",
     "check_transition",
+    "check_user_can_approve",
     "check_user_can_author",
     "check_user_can_review",
     "check_user_can_revoke",
+    "check_user_can_set_rules",
     "check_user_can_view_request",
+    "counted_votes",
     "file_decision",
+    "flags",
     "latest_votes",
     "mermaid_diagram",
+    "missing_overrides",
     "request_outcome",
+    "user_can_approve",
     "user_can_author",
     "user_can_review_project",
     "user_can_revoke",
+    "user_can_set_rules",
     "user_can_view_request",
     "visible_ballots",
+    "visible_overrides",
 ]

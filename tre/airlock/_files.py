@@ -20,6 +20,12 @@ class FileKind(StrEnum):
     CODE = "code"  # the code that made the outputs, for the checkers
 
 
+class TableKind(StrEnum):
+    """What the author declares a table to be, so the automated checks know which rules apply (tre.sdc)."""
+
+    FREQUENCY = "frequency"  # every value cell is a count of people: threshold and zeros are recomputed
+
+
 @dataclass(frozen=True)
 class RequestFile:
     name: str

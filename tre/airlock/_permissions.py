@@ -46,3 +46,13 @@ def user_can_revoke(user: User, project: ProjectSpec) -> bool:
 def check_user_can_revoke(user: User, project: ProjectSpec) -> None:
     if not user_can_revoke(user, project):
         raise PermissionDeniedError(f"user {user.name} may not revoke releases: an independent checker or admin may")
+
+
+def user_can_set_rules(user: User) -> bool:
+    """Only admins choose a project's disclosure rules (a researcher must not pick weaker ones)."""
+    return user.has_role(Role.ADMIN)
+
+
+def check_user_can_set_rules(user: User) -> None:
+    if not user_can_set_rules(user):
+        raise PermissionDeniedError(f"user {user.name} may not choose disclosure rules: an admin may")

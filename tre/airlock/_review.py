@@ -1,13 +1,17 @@
-"""Independent review: per-file votes by output checkers, blind until two are in; two agreeing votes decide."""
+"""Independent review: per-file votes by output checkers, blind until two are in; two agreeing votes decide.
+
+An approve vote counts only with the voter's overrides of every automated fail or review on the file (_overrides).
+"""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from tre.airlock._files import FileKind, RequestFile
+from tre.airlock._overrides import Flag, Override, user_can_approve
 from tre.airlock._states import State
 from tre.errors import InputError
 
@@ -65,13 +69,32 @@ def file_decision(votes: Mapping[str, Vote]) -> Decision:
     return Decision.PENDING
 
 
-def request_outcome(files: Sequence[RequestFile], ballots: Iterable[Ballot]) -> State | None:
+def counted_votes(
+    ballots: Iterable[Ballot], flagged: Collection[Flag] = (), overrides: Collection[Override] = ()
+) -> dict[str, dict[str, Vote]]:
+    """Each checker's latest vote per file, leaving out approvals not backed by the checker's own overrides."""
+    return {
+        file: {
+            checker: vote
+            for checker, vote in by.items()
+            if vote is not Vote.APPROVE or user_can_approve(checker, file, flagged, overrides)
+        }
+        for file, by in latest_votes(ballots).items()
+    }
+
+
+def request_outcome(
+    files: Sequence[RequestFile],
+    ballots: Iterable[Ballot],
+    flagged: Collection[Flag] = (),
+    overrides: Collection[Override] = (),
+) -> State | None:
     """The state a reviewed request moves to, or None while any output file is undecided.
 
-    Approved only when every output file is approved; otherwise returned to the author, unless every output file
-    was rejected, which rejects the request.
+    Approved only when every output file is approved (two counted approvals: see ``counted_votes``); otherwise
+    returned to the author, unless every output file was rejected, which rejects the request.
     """
-    votes = latest_votes(ballots)
+    votes = counted_votes(ballots, flagged, overrides)
     decisions = [file_decision(votes.get(f.name, {})) for f in files if f.kind is FileKind.OUTPUT]
     if not decisions or Decision.PENDING in decisions:
         return None
@@ -94,3 +117,15 @@ def visible_ballots(ballots: Sequence[Ballot], viewer: str, *, is_checker: bool)
     votes = latest_votes(ballots)
     open_files = {f for f, by in votes.items() if viewer in by and len(by) >= VOTES_TO_DECIDE}
     return [b for b in ballots if b.checker == viewer or b.file in open_files]
+
+
+def visible_overrides(
+    overrides: Sequence[Override], ballots: Sequence[Ballot], viewer: str, *, is_checker: bool
+) -> list[Override]:
+    """Overrides are as blind as votes: a checker sees their own, and others' on a file once they have voted on it
+    and two votes are in; the author sees none until the decision record is released."""
+    if not is_checker:
+        return []
+    votes = latest_votes(ballots)
+    open_files = {f for f, by in votes.items() if viewer in by and len(by) >= VOTES_TO_DECIDE}
+    return [o for o in overrides if o.checker == viewer or o.file in open_files]

@@ -46,7 +46,7 @@ OWNERS: dict[State, Owner] = {
 VALID_STATE_TRANSITIONS: dict[State, dict[State, Owner]] = {
     State.DRAFT: {State.SUBMITTED: Owner.AUTHOR, State.WITHDRAWN: Owner.AUTHOR},
     State.SUBMITTED: {State.CHECKING: Owner.SYSTEM, State.WITHDRAWN: Owner.AUTHOR},
-    State.CHECKING: {State.IN_REVIEW: Owner.SYSTEM, State.RETURNED: Owner.SYSTEM},
+    State.CHECKING: {State.IN_REVIEW: Owner.SYSTEM},  # failed checks go to checkers too (see _overrides)
     State.IN_REVIEW: {
         State.APPROVED: Owner.SYSTEM,
         State.RETURNED: Owner.SYSTEM,

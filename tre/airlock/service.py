@@ -1,40 +1,60 @@
 """Airlock actions: each checks who may act and whether the state allows it, then changes and audits atomically.
 
-Files go into a quarantine area of the object store, content-addressed by SHA-256, when added. Release copies
-the approved output files to the project's release area after re-checking every hash, then writes
-``CITATION.txt`` and ``decision.json``, then records the request as released. Release can be re-run after a crash
-at any point: the copies are identical, and the state changes exactly once.
+Files go into a quarantine area of the object store, content-addressed by SHA-256, when added (under an object
+lock retention where the store has one). Submission runs the disclosure checks of ``tre.sdc`` on every file under
+the project's rules and sends the request to review whatever they say: a fail or review is shown to checkers, and
+an approval of an output file counts only with the approving checker's override of each such result (_overrides).
+Release re-derives the decision from the votes, results and overrides, copies the approved output files to the
+project's release area after re-checking every hash, then writes ``CITATION.txt`` and ``decision.json``, then
+records the request as released. Release can be re-run after a crash at any point: the copies are identical, and
+the state changes exactly once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tre.airlock._checks import CheckResult, Status, check_file, worst
-from tre.airlock._files import FileKind, RequestFile, check_file_name
+from tre.airlock._checks import Status
+from tre.airlock._files import FileKind, RequestFile, TableKind, check_file_name
+from tre.airlock._overrides import Flag, Override, check_override, check_user_can_approve, flags
 from tre.airlock._permissions import (
     check_user_can_author,
     check_user_can_review,
     check_user_can_revoke,
+    check_user_can_set_rules,
     check_user_can_view_request,
     user_can_review_project,
     user_can_view_request,
 )
-from tre.airlock._review import Ballot, Vote, check_ballot, request_outcome, visible_ballots
+from tre.airlock._review import Ballot, Vote, check_ballot, request_outcome, visible_ballots, visible_overrides
 from tre.airlock._states import Owner, State, check_transition
 from tre.errors import ConflictError, InputError, IntegrityError, NotFoundError, PermissionDeniedError
 from tre.governance import PATIENT_DATA_CITATION
 from tre.services import Actor, get_project, timestamp
 from tre.spec import ProjectSpec, User
-from tre.storage import ObjectStore
-from tre.store import Store, StoredBallot, StoredCheck, StoredFile, StoredRequest, Unit
+from tre.storage import ObjectStore, put_retained
+from tre.store import (
+    Store,
+    StoredBallot,
+    StoredCheck,
+    StoredFile,
+    StoredOverride,
+    StoredRequest,
+    StoredRules,
+    Unit,
+)
+
+if TYPE_CHECKING:
+    from tre.sdc import FileReport, RuleSet
 
 DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024
+MAX_CELLS_PER_RESULT = 200  # flagged cells kept per file and rule; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -121,8 +141,10 @@ def add_file(
     data: bytes,
     now: dt.datetime,
     limits: Limits = Limits(),
+    table: TableKind | None = None,
 ) -> StoredFile:
-    """Copy a file into quarantine and attach it (replacing one of the same name)."""
+    """Copy a file into quarantine and attach it (replacing one of the same name); ``table`` is the author's
+    declaration of what a table holds (``frequency``: counts of people)."""
     request = _request(unit, request_id)
     _check_author_editing(unit, actor, request)
     check_file_name(name)
@@ -131,11 +153,14 @@ def add_file(
     if len(data) > limits.max_file_bytes:
         raise InputError(f"file {name} is {len(data)} bytes, over the {limits.max_file_bytes}-byte limit")
     digest = hashlib.sha256(data).hexdigest()
-    info = objects.put_bytes(f"airlock/{request.id}/quarantine/{digest}", data)
-    item = StoredFile(name, kind.value, digest, len(data), info.key, timestamp(now))
+    info = put_retained(objects, f"airlock/{request.id}/quarantine/{digest}", data)
+    declared = TableKind(table).value if table is not None else None
+    item = StoredFile(name, kind.value, digest, len(data), info.key, timestamp(now), declared)
     unit.airlock.put_file(request.id, item)
     unit.airlock.update(request.id, now=timestamp(now))
-    _audit(unit, actor, "file-added", request, now, file=name, kind=kind.value, sha256=digest, size=len(data))
+    lock = {"version": info.version_id, "lockMode": info.lock_mode, "retainUntil": info.retain_until}
+    details = {"file": name, "kind": kind.value, "table": declared, "sha256": digest, "size": len(data)}
+    _audit(unit, actor, "file-added", request, now, **details, **{k: v for k, v in lock.items() if v})
     return item
 
 
@@ -160,7 +185,10 @@ def _fingerprint(files: list[StoredFile]) -> str:
 def submit(
     unit: Unit, actor: Actor, objects: ObjectStore, request_id: str, *, now: dt.datetime, limits: Limits = Limits()
 ) -> StoredRequest:
-    """Submit for review: run the automated checks, then go to review, or back to the author if any check fails."""
+    """Submit for review: run the disclosure checks on every file under the project's rules, then go to review.
+
+    A fail or review does not send the request back by itself: checkers see it, and approving such an output file
+    needs their override with a rationale (see tre.airlock._overrides)."""
     request = _request(unit, request_id)
     _check_author_editing(unit, actor, request)
     files = unit.airlock.files(request.id)
@@ -176,23 +204,47 @@ def submit(
     request = _move(unit, actor, request, State.SUBMITTED, Owner.AUTHOR, now)
     unit.airlock.update(request.id, round=request.round + 1, submitted_fingerprint=fingerprint, now=timestamp(now))
     request = _move(unit, actor, _request(unit, request.id), State.CHECKING, Owner.SYSTEM, now)
-    results = _run_checks(unit, objects, request, files, limits)
-    _audit(unit, actor, "checked", request, now, results={f: r.value for f, r in results.items()})
-    target = State.RETURNED if Status.FAIL in results.values() else State.IN_REVIEW
-    return _move(unit, actor, request, target, Owner.SYSTEM, now)
+    rules = project_rules(unit, request.project)
+    results = _run_checks(unit, objects, request, files, rules, limits)
+    unit.airlock.update(request.id, rules=json.dumps(rules.as_dict(), sort_keys=True), now=timestamp(now))
+    _audit(unit, actor, "checked", request, now, rules=rules.name, results={f: r.value for f, r in results.items()})
+    return _move(unit, actor, _request(unit, request.id), State.IN_REVIEW, Owner.SYSTEM, now)
 
 
 def _run_checks(
-    unit: Unit, objects: ObjectStore, request: StoredRequest, files: list[StoredFile], limits: Limits
+    unit: Unit, objects: ObjectStore, request: StoredRequest, files: list[StoredFile], rules: RuleSet, limits: Limits
 ) -> dict[str, Status]:
-    results: dict[str, Status] = {}
-    for item in files:
-        data = _verified_bytes(objects, item)
-        checks = check_file(item.name, data, max_bytes=limits.max_file_bytes)
-        for check in checks:
-            unit.airlock.add_check(request.id, _stored_check(request.round, item.name, check))
-        results[item.name] = worst(checks)
-    return results
+    from tre.sdc import check_files  # pandas and numpy: loaded only when something is submitted
+
+    data = {item.name: _verified_bytes(objects, item) for item in files}
+    kinds = {item.name: item.table_kind for item in files}
+    reports = check_files(data, rules=rules, kinds=kinds, max_bytes=limits.max_file_bytes)
+    for name, report in reports.items():
+        for check in stored_checks(request.round, name, report):
+            unit.airlock.add_check(request.id, check)
+    return {name: report.status for name, report in reports.items()}
+
+
+def stored_checks(round_: int, name: str, report: FileReport) -> list[StoredCheck]:
+    """A file's report as one row per rule: its result, the cells it flagged and, for identifiers, where.
+
+    Every rule that flagged a cell gets a row, so an override (which names a rule) can answer for every flag."""
+    rows = []
+    cells = [{**dataclasses.asdict(cell), "status": str(cell.status)} for cell in report.cells]
+    results = [(r.rule, r.status, r.detail) for r in report.results]
+    for rule in dict.fromkeys(c["rule"] for c in cells if c["rule"] not in {r[0] for r in results}):
+        mine = [c for c in cells if c["rule"] == rule]
+        status = Status.FAIL if any(c["status"] == "fail" for c in mine) else Status.REVIEW
+        results.append((rule, status, f"{len(mine)} cells flagged"))
+    for rule, status, detail in results:
+        mine = [c for c in cells if c["rule"] == rule]
+        document: dict[str, Any] = {"detail": detail, "evidence": report.evidence}
+        if mine:
+            document |= {"cells": mine[:MAX_CELLS_PER_RESULT], "cellsOmitted": max(0, len(mine) - MAX_CELLS_PER_RESULT)}
+        if rule == "identifiers" and report.findings:
+            document["findings"] = [finding.as_dict() for finding in report.findings]
+        rows.append(StoredCheck(round_, name, rule, str(status), json.dumps(document, default=str)))
+    return rows
 
 
 def check_results(checks: list[StoredCheck]) -> list[dict[str, Any]]:
@@ -200,12 +252,23 @@ def check_results(checks: list[StoredCheck]) -> list[dict[str, Any]]:
     return [{"file": c.file, "rule": c.rule, "status": c.status, **json.loads(c.detail)} for c in checks]
 
 
-def _stored_check(round_: int, name: str, check: CheckResult) -> StoredCheck:
-    return StoredCheck(round_, name, check.rule, check.status.value, json.dumps({"detail": check.detail}))
+def _flags(unit: Unit, request: StoredRequest) -> frozenset[Flag]:
+    return flags((c.file, c.rule, Status(c.status)) for c in unit.airlock.checks(request.id, request.round))
+
+
+def _overrides(unit: Unit, request: StoredRequest) -> list[Override]:
+    return [Override(o.checker, o.file, o.rule, o.rationale) for o in unit.airlock.overrides(request.id, request.round)]
+
+
+def _outputs(unit: Unit, request: StoredRequest) -> set[str]:
+    return {f.name for f in unit.airlock.files(request.id) if f.kind == FileKind.OUTPUT.value}
 
 
 def _verified_bytes(objects: ObjectStore, item: StoredFile) -> bytes:
-    data = objects.get_bytes(item.object_key)
+    try:
+        data = objects.get_bytes(item.object_key)
+    except NotFoundError:
+        raise IntegrityError(f"file {item.name} is missing from quarantine: release is blocked") from None
     if hashlib.sha256(data).hexdigest() != item.sha256:
         raise IntegrityError(f"file {item.name} changed in quarantine after it was added: release is blocked")
     return data
@@ -234,12 +297,36 @@ def vote(
         raise NotFoundError(f"request {request.id} has no file {file}")
     ballot = Ballot(user.name, file, choice, comment, shared)
     check_ballot(ballot)
+    flagged, overrides = _flags(unit, request), _overrides(unit, request)
+    if choice is Vote.APPROVE and file in _outputs(unit, request):
+        check_user_can_approve(user.name, file, flagged, overrides)
     unit.airlock.add_ballot(
         request.id, StoredBallot(request.round, user.name, file, choice.value, comment, shared, timestamp(now))
     )
     _audit(unit, actor, "voted", request, now, file=file, vote=choice.value, round=request.round)
-    outcome = request_outcome(_files(unit, request.id), _ballots(unit, request))
+    outcome = request_outcome(_files(unit, request.id), _ballots(unit, request), flagged, overrides)
     return _move(unit, actor, request, outcome, Owner.SYSTEM, now) if outcome else request
+
+
+def override(
+    unit: Unit, actor: Actor, request_id: str, *, file: str, rule: str, rationale: str, now: dt.datetime
+) -> StoredOverride:
+    """Record an independent checker's override, with a rationale, of one automated fail or review on one file."""
+    request = _request(unit, request_id)
+    user = _user(actor)
+    spec = _spec(unit, request)
+    check_user_can_view_request(user, spec, request.id)
+    check_user_can_review(user, spec, request.author)
+    if State(request.state) is not State.IN_REVIEW:
+        raise ConflictError(f"request {request.id} is {request.state}: overrides are taken only while in review")
+    if file not in {f.name for f in unit.airlock.files(request.id)}:
+        raise NotFoundError(f"request {request.id} has no file {file}")
+    flag = check_override(Override(user.name, file, rule, rationale), _flags(unit, request))
+    stored = StoredOverride(request.round, file, rule, flag.status.value, user.name, rationale.strip(), timestamp(now))
+    unit.airlock.add_override(request.id, stored)
+    details = {"file": file, "rule": rule, "status": flag.status.value, "rationale": stored.rationale}
+    _audit(unit, actor, "overridden", request, now, round=request.round, **details)
+    return stored
 
 
 def _ballots(unit: Unit, request: StoredRequest) -> list[Ballot]:
@@ -265,6 +352,11 @@ def view(unit: Unit, actor: Actor, request_id: str, *, now: dt.datetime) -> dict
     is_checker = user_can_review_project(user, spec)
     _audit(unit, actor, "viewed", request, now)
     checks = unit.airlock.checks(request.id, request.round)
+    ballots = _ballots(unit, request)
+    overrides = unit.airlock.overrides(request.id, request.round)
+    shown = visible_overrides(
+        [Override(o.checker, o.file, o.rule, o.rationale) for o in overrides], ballots, user.name, is_checker=is_checker
+    )
     return {
         "id": request.id,
         "project": request.project,
@@ -276,20 +368,44 @@ def view(unit: Unit, actor: Actor, request_id: str, *, now: dt.datetime) -> dict
         "round": request.round,
         "createdAt": request.created_at,
         "updatedAt": request.updated_at,
-        "files": [
-            {
-                "name": f.name,
-                "kind": f.kind,
-                "sha256": f.sha256,
-                "size": f.size,
-                "checks": [c for c in check_results(checks) if c.pop("file") == f.name],
-            }
-            for f in unit.airlock.files(request.id)
-        ],
+        "rules": json.loads(request.rules) if request.rules else None,
+        "files": [_file_view(f, checks) for f in unit.airlock.files(request.id)],
         "votes": [
             {"checker": b.checker, "file": b.file, "vote": b.vote.value, "comment": b.comment}
-            for b in visible_ballots(_ballots(unit, request), user.name, is_checker=is_checker)
+            for b in visible_ballots(ballots, user.name, is_checker=is_checker)
         ],
+        "overrides": [_override_record(o) for o in overrides if _as_override(o) in shown],
+    }
+
+
+def _file_view(item: StoredFile, checks: list[StoredCheck]) -> dict[str, Any]:
+    mine = [c for c in check_results(checks) if c.pop("file") == item.name]
+    statuses = {c["status"] for c in mine}
+    status = next((s.value for s in (Status.FAIL, Status.REVIEW, Status.PASS) if s.value in statuses), None)
+    return {
+        "name": item.name,
+        "kind": item.kind,
+        "table": item.table_kind,
+        "sha256": item.sha256,
+        "size": item.size,
+        "status": status,  # the worst automated result of the current round (None before the first submission)
+        "evidence": mine[0]["evidence"] if mine and "evidence" in mine[0] else None,
+        "checks": mine,
+    }
+
+
+def _as_override(stored: StoredOverride) -> Override:
+    return Override(stored.checker, stored.file, stored.rule, stored.rationale)
+
+
+def _override_record(stored: StoredOverride) -> dict[str, Any]:
+    return {
+        "file": stored.file,
+        "rule": stored.rule,
+        "status": stored.status,
+        "checker": stored.checker,
+        "rationale": stored.rationale,
+        "at": stored.at,
     }
 
 
@@ -322,6 +438,46 @@ def list_requests(unit: Unit, actor: Actor, *, limit: int = 100, offset: int = 0
     return unit.airlock.find(visible, limit=limit, offset=offset)
 
 
+def project_rules(unit: Unit, project: str) -> RuleSet:
+    """The disclosure rules a project's outputs are checked under: the admin's choice, or the default rules."""
+    from tre.sdc import DEFAULT_RULES, RuleSet
+
+    stored = unit.airlock.project_rules(project)
+    return RuleSet(**json.loads(stored.rules)) if stored else DEFAULT_RULES
+
+
+def show_project_rules(unit: Unit, actor: Actor, project: str) -> dict[str, Any]:
+    """A project's rule set, its parameters and who chose it (rules are not secret: anyone may look)."""
+    del actor
+    get_project(unit, project)
+    stored = unit.airlock.project_rules(project)
+    return {
+        "project": project,
+        "rules": project_rules(unit, project).as_dict(),
+        "setBy": stored.set_by if stored else None,
+        "setAt": stored.set_at if stored else None,
+    }
+
+
+def set_project_rules(unit: Unit, actor: Actor, project: str, rules: RuleSet | None, *, now: dt.datetime) -> None:
+    """Choose the rules a project's outputs are checked under from the next submission on (None: the default).
+    Admins, and the local operator (who could change the store anyway), may."""
+    if actor.user is not None:
+        check_user_can_set_rules(actor.user)
+    get_project(unit, project)
+    parameters = rules.as_dict() if rules is not None else None
+    stored = StoredRules(project, json.dumps(parameters, sort_keys=True), actor.name, timestamp(now))
+    unit.airlock.set_project_rules(project, stored if parameters is not None else None)
+    unit.audit.append(
+        at=timestamp(now),
+        actor=actor.name,
+        action="airlock.rules-set",
+        project=project,
+        target=project,
+        details={"rules": parameters if parameters is not None else "default"},
+    )
+
+
 def revoke(
     unit: Unit, actor: Actor, objects: ObjectStore, request_id: str, *, reason: str, now: dt.datetime
 ) -> StoredRequest:
@@ -350,6 +506,7 @@ def release(store: Store, objects: ObjectStore, request_id: str, *, now: dt.date
         request = _request(unit, request_id)
         if State(request.state) is not State.APPROVED:
             return False
+        _check_decision_holds(unit, request)
         files = [f for f in unit.airlock.files(request.id) if f.kind == FileKind.OUTPUT.value]
         record = _decision_record(unit, request, files, now)
     prefix = release_prefix(request)
@@ -366,6 +523,19 @@ def release(store: Store, objects: ObjectStore, request_id: str, *, now: dt.date
     return True
 
 
+def _check_decision_holds(unit: Unit, request: StoredRequest) -> None:
+    """Re-derive the decision from the stored votes, results and overrides; a request marked approved that they do
+    not support (a database edited by hand, a bug) is not released."""
+    outcome = request_outcome(
+        _files(unit, request.id), _ballots(unit, request), _flags(unit, request), _overrides(unit, request)
+    )
+    if outcome is not State.APPROVED:
+        raise IntegrityError(
+            f"request {request.id} is marked approved, but its votes, checks and overrides do not approve every"
+            " output file: release is blocked"
+        )
+
+
 def _decision_record(unit: Unit, request: StoredRequest, files: list[StoredFile], now: dt.datetime) -> dict[str, Any]:
     checks = unit.airlock.checks(request.id, request.round)
     return {
@@ -376,13 +546,14 @@ def _decision_record(unit: Unit, request: StoredRequest, files: list[StoredFile]
         "round": request.round,
         "releasedAt": timestamp(now),
         "citation": PATIENT_DATA_CITATION,
-        "files": [{"name": f.name, "sha256": f.sha256, "size": f.size} for f in files],
+        "files": [{"name": f.name, "sha256": f.sha256, "size": f.size, "table": f.table_kind} for f in files],
+        "rules": json.loads(request.rules) if request.rules else None,
         "checks": check_results(checks),
         "votes": [
             {"checker": b.checker, "file": b.file, "vote": b.vote, "comment": b.comment, "at": b.at}
             for b in unit.airlock.ballots(request.id, request.round)
         ],
-        "overrides": [],
+        "overrides": [_override_record(o) for o in unit.airlock.overrides(request.id, request.round)],
     }
 
 

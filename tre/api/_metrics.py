@@ -21,6 +21,7 @@ class AirlockCollector(Collector):
         with self._store.transaction(write=False) as unit:
             states = unit.airlock.count_by_state()
             failed = unit.airlock.failed_checks_by_rule()
+            overridden = unit.airlock.overrides_by_rule()
         requests = GaugeMetricFamily("tre_airlock_requests", "Airlock requests by state.", labels=["state"])
         for state in State:
             requests.add_metric([state.value], states.get(state.value, 0))
@@ -29,10 +30,19 @@ class AirlockCollector(Collector):
         for rule, count in sorted(failed.items()):
             checks.add_metric([rule], count)
         yield checks
+        overrides = CounterMetricFamily(
+            "tre_airlock_overrides",
+            "Automated fail or review results overridden by a checker, by rule.",
+            labels=["rule"],
+        )
+        for rule, count in sorted(overridden.items()):
+            overrides.add_metric([rule], count)
+        yield overrides
 
 
 def build_registry(store: Store) -> tuple[CollectorRegistry, Histogram]:
-    """The process's registry: projects by phase, airlock requests by state, failed checks, time to decision."""
+    """The process's registry: projects by phase, airlock requests by state, failed and overridden checks, time to
+    decision."""
     registry = CollectorRegistry(auto_describe=True)
 
     def phases() -> dict[str, int]:

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from tre import __version__
-from tre.airlock import FileKind, State, Vote
+from tre.airlock import FileKind, State, TableKind, Vote
 from tre.airlock import service as airlock
 from tre.api._identity import Identity, TokenIdentity
 from tre.api._metrics import build_registry
@@ -49,6 +49,12 @@ class NewVote(_Body):
 
 class Revocation(_Body):
     reason: str = Field(min_length=1, max_length=2_000)
+
+
+class NewOverride(_Body):
+    file: str = Field(min_length=1, max_length=200)
+    rule: str = Field(min_length=1, max_length=64)
+    rationale: str = Field(min_length=1, max_length=2_000)
 
 
 class RequestSummary(BaseModel):
@@ -170,6 +176,7 @@ def _add_write_routes(app: FastAPI, context: _Context, decision_seconds: Histogr
         kind: Annotated[FileKind, Query()],
         data: Annotated[bytes, Body(media_type="application/octet-stream")],
         authorization: Authorization = None,
+        table: Annotated[TableKind | None, Query(description="frequency: a table of counts")] = None,
     ) -> dict[str, Any]:
         with context.acting(authorization) as (unit, actor):
             item = airlock.add_file(
@@ -182,8 +189,15 @@ def _add_write_routes(app: FastAPI, context: _Context, decision_seconds: Histogr
                 data=data,
                 now=context.clock(),
                 limits=context.limits,
+                table=table,
             )
-        return {"name": item.name, "kind": item.kind, "sha256": item.sha256, "size": item.size}
+        return {
+            "name": item.name,
+            "kind": item.kind,
+            "table": item.table_kind,
+            "sha256": item.sha256,
+            "size": item.size,
+        }
 
     @app.delete(f"{PREFIX}/requests/{{request_id}}/files/{{name}}", status_code=204)
     def remove_file(request_id: str, name: str, authorization: Authorization = None) -> Response:
@@ -221,6 +235,14 @@ def _add_write_routes(app: FastAPI, context: _Context, decision_seconds: Histogr
             with context.store.transaction(write=False) as unit:
                 request = airlock.get_request(unit, request_id)
         return _summary(request)
+
+    @app.post(f"{PREFIX}/requests/{{request_id}}/overrides", status_code=201)
+    def override(request_id: str, body: NewOverride, authorization: Authorization = None) -> dict[str, Any]:
+        with context.acting(authorization) as (unit, actor):
+            stored = airlock.override(
+                unit, actor, request_id, file=body.file, rule=body.rule, rationale=body.rationale, now=context.clock()
+            )
+        return {"file": stored.file, "rule": stored.rule, "status": stored.status, "at": stored.at}
 
     @app.post(f"{PREFIX}/requests/{{request_id}}/withdraw", response_model=RequestSummary)
     def withdraw(request_id: str, authorization: Authorization = None) -> RequestSummary:

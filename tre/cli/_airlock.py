@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tre.airlock import FileKind, Vote
+from tre.airlock import FileKind, TableKind, Vote
 from tre.airlock import service as airlock
 from tre.cli._context import now, open_store, transaction
 from tre.cli._data import object_store
@@ -83,6 +83,9 @@ def add(
     file: Path,
     kind: Annotated[FileKind, typer.Option(help="output (to release), supporting or code (for the checkers).")],
     name: Annotated[str | None, typer.Option(help="Name in the request (default: the file's name).")] = None,
+    table: Annotated[
+        TableKind | None, typer.Option(help="Declare a CSV/TSV a table of counts (frequency): checked as counts.")
+    ] = None,
 ) -> None:
     """Add a file (copied into quarantine now; later changes to your copy do not matter)."""
     limits = airlock.Limits()
@@ -102,6 +105,7 @@ def add(
             data=data,
             now=now(),
             limits=limits,
+            table=table,
         )
     typer.echo(f"{request_id}: added {item.name} ({item.kind}, {item.size} bytes, sha256 {item.sha256[:12]}…)")
 
@@ -160,8 +164,10 @@ def show(request_id: str, output: OutputOption = Output.TABLE) -> None:
         return
     typer.echo(f"{document['id']} ({document['project']}, by {document['author']}): {document['state']}")
     for item in document["files"]:
-        flags = ", ".join(f"{c['rule']} {c['status']}" for c in item["checks"])
-        typer.echo(f"  {item['name']} [{item['kind']}] {flags}")
+        flags = ", ".join(f"{c['rule']} {c['status']}" for c in item["checks"] if c["status"] != "pass")
+        typer.echo(f"  {item['name']} [{item['kind']}] {item['status'] or 'not checked'}{': ' if flags else ''}{flags}")
+    for entry in document["overrides"]:
+        typer.echo(f"  override: {entry['checker']} {entry['file']} {entry['rule']}: {entry['rationale']}")
     for ballot in document["votes"]:
         typer.echo(
             f"  vote: {ballot['checker'] or 'a checker'} {ballot['vote']} {ballot['file']}: {ballot['comment'] or ''}"
@@ -183,6 +189,47 @@ def review(
         )
     released = _release_approved() if request.state == "approved" else []
     typer.echo(f"{request_id}: {'released' if request_id in released else request.state}")
+
+
+@airlock_app.command("override")
+def override(
+    request_id: str,
+    file: Annotated[str, typer.Option("--file", help="The file whose automated result you override.")],
+    rule: Annotated[str, typer.Option("--rule", help="The rule that failed or needs review (see 'show').")],
+    rationale: Annotated[str, typer.Option(help="Why it is safe to release anyway; kept in the decision record.")],
+) -> None:
+    """Override one automated fail or review on a file, with a rationale (needed before you approve it)."""
+    with transaction() as (unit, actor):
+        airlock.override(unit, actor, request_id, file=file, rule=rule, rationale=rationale, now=now())
+    typer.echo(f"{request_id}: {file}: {rule} overridden")
+
+
+@airlock_app.command("rules")
+def rules(
+    project: str,
+    set_: Annotated[Path | None, typer.Option("--set", help="A rule set (YAML) from policies/disclosure/.")] = None,
+    default: Annotated[bool, typer.Option("--default", help="Go back to the default rules.")] = False,
+    output: OutputOption = Output.TABLE,
+) -> None:
+    """Show the disclosure rules a project's outputs are checked under; admins choose them (--set or --default)."""
+    if set_ is not None and default:
+        raise InputError("give --set FILE or --default, not both")
+    if set_ is not None or default:
+        from tre.sdc import load_rules
+
+        chosen = load_rules(set_) if set_ is not None else None
+        with transaction() as (unit, actor):
+            airlock.set_project_rules(unit, actor, project, chosen, now=now())
+    with transaction(write=False) as (unit, actor):
+        document = airlock.show_project_rules(unit, actor, project)
+    if output is Output.JSON:
+        print_json(document)
+        return
+    parameters = document["rules"]
+    typer.echo(f"{project}: {parameters['name']}" + (f" (set by {document['setBy']})" if document["setBy"] else ""))
+    for field, value in parameters.items():
+        if field != "name":
+            typer.echo(f"  {field}: {value}")
 
 
 @airlock_app.command("withdraw")

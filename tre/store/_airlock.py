@@ -1,4 +1,4 @@
-"""Storage of airlock requests, their files, ballots and check results."""
+"""Storage of airlock requests, their files, ballots, check results and overrides, and projects' disclosure rules."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from tre.store._tables import AirlockBallotRow, AirlockCheckRow, AirlockFileRow, AirlockRequestRow
+from tre.store._tables import (
+    AirlockBallotRow,
+    AirlockCheckRow,
+    AirlockFileRow,
+    AirlockOverrideRow,
+    AirlockProjectRulesRow,
+    AirlockRequestRow,
+)
 
 
 @dataclass(frozen=True)
@@ -24,6 +31,7 @@ class StoredRequest:
     created_at: str
     updated_at: str
     submitted_fingerprint: str = ""  # what the files were at the last submission (see airlock.service.submit)
+    rules: str = ""  # the disclosure rules (JSON) the last submission was checked under
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,7 @@ class StoredFile:
     size: int
     object_key: str
     added_at: str
+    table_kind: str | None = None  # the author's declaration, e.g. "frequency"
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,25 @@ class StoredCheck:
     rule: str
     status: str
     detail: str
+
+
+@dataclass(frozen=True)
+class StoredOverride:
+    round: int
+    file: str
+    rule: str
+    status: str  # the automated result overridden: fail or review
+    checker: str
+    rationale: str
+    at: str
+
+
+@dataclass(frozen=True)
+class StoredRules:
+    project: str
+    rules: str  # JSON
+    set_by: str
+    set_at: str
 
 
 class AirlockRepository:
@@ -95,12 +123,15 @@ class AirlockRepository:
         state: str | None = None,
         round: int | None = None,
         submitted_fingerprint: str | None = None,
+        rules: str | None = None,
     ) -> None:
         row = self._session.get_one(AirlockRequestRow, request_id)
         row.state = state if state is not None else row.state
         row.round = round if round is not None else row.round
         if submitted_fingerprint is not None:
             row.submitted_fingerprint = submitted_fingerprint
+        if rules is not None:
+            row.rules = rules
         row.updated_at = now
         self._session.flush()
 
@@ -119,7 +150,8 @@ class AirlockRepository:
     def files(self, request_id: str) -> list[StoredFile]:
         query = select(AirlockFileRow).where(AirlockFileRow.request_id == request_id).order_by(AirlockFileRow.name)
         return [
-            StoredFile(r.name, r.kind, r.sha256, r.size, r.object_key, r.added_at) for r in self._session.scalars(query)
+            StoredFile(r.name, r.kind, r.sha256, r.size, r.object_key, r.added_at, r.table_kind)
+            for r in self._session.scalars(query)
         ]
 
     def add_ballot(self, request_id: str, ballot: StoredBallot) -> None:
@@ -135,6 +167,39 @@ class AirlockRepository:
 
     def add_check(self, request_id: str, check: StoredCheck) -> None:
         self._session.add(AirlockCheckRow(request_id=request_id, **check.__dict__))
+        self._session.flush()
+
+    def add_override(self, request_id: str, override: StoredOverride) -> None:
+        self._session.add(AirlockOverrideRow(request_id=request_id, **override.__dict__))
+        self._session.flush()
+
+    def overrides(self, request_id: str, round: int) -> list[StoredOverride]:
+        query = select(AirlockOverrideRow).where(
+            AirlockOverrideRow.request_id == request_id, AirlockOverrideRow.round == round
+        )
+        rows = self._session.scalars(query.order_by(AirlockOverrideRow.id))
+        return [StoredOverride(r.round, r.file, r.rule, r.status, r.checker, r.rationale, r.at) for r in rows]
+
+    def overrides_by_rule(self) -> dict[str, int]:
+        query = select(AirlockOverrideRow.rule, func.count()).group_by(AirlockOverrideRow.rule)
+        return {str(rule): int(count) for rule, count in self._session.execute(query)}
+
+    def project_rules(self, project: str) -> StoredRules | None:
+        row = self._session.get(AirlockProjectRulesRow, project)
+        return StoredRules(row.project_name, row.rules, row.set_by, row.set_at) if row else None
+
+    def set_project_rules(self, project: str, rules: StoredRules | None) -> None:
+        """Choose a project's rules, or (None) go back to the default."""
+        row = self._session.get(AirlockProjectRulesRow, project)
+        if row is not None:
+            self._session.delete(row)
+            self._session.flush()
+        if rules is not None:
+            self._session.add(
+                AirlockProjectRulesRow(
+                    project_name=rules.project, rules=rules.rules, set_by=rules.set_by, set_at=rules.set_at
+                )
+            )
         self._session.flush()
 
     def count_by_state(self) -> dict[str, int]:
@@ -162,6 +227,7 @@ def _request(row: AirlockRequestRow) -> StoredRequest:
         row.created_at,
         row.updated_at,
         row.submitted_fingerprint,
+        row.rules,
     )
 
 

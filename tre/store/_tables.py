@@ -134,6 +134,7 @@ class AirlockRequestRow(Base):
     submitted_fingerprint: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[str] = mapped_column(String(32))
     updated_at: Mapped[str] = mapped_column(String(32))
+    rules: Mapped[str] = mapped_column(Text, server_default="")  # the disclosure rules of the last submission (JSON)
 
 
 class AirlockFileRow(Base):
@@ -148,6 +149,7 @@ class AirlockFileRow(Base):
     size: Mapped[int] = mapped_column(Integer)
     object_key: Mapped[str] = mapped_column(String(512))
     added_at: Mapped[str] = mapped_column(String(32))
+    table_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)  # the author's declaration
 
 
 class AirlockBallotRow(Base):
@@ -176,3 +178,30 @@ class AirlockCheckRow(Base):
     rule: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str] = mapped_column(Text)
+
+
+class AirlockOverrideRow(Base):
+    """A checker's override, with a rationale, of one automated result (fail or review) on one file in one round."""
+
+    __tablename__ = "airlock_overrides"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("airlock_requests.id"), index=True)
+    round: Mapped[int] = mapped_column(Integer)
+    file: Mapped[str] = mapped_column(String(200))
+    rule: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    checker: Mapped[str] = mapped_column(String(64))
+    rationale: Mapped[str] = mapped_column(Text)
+    at: Mapped[str] = mapped_column(String(32))
+
+
+class AirlockProjectRulesRow(Base):
+    """The disclosure rule set an admin chose for a project's outputs (absent: the default rules)."""
+
+    __tablename__ = "airlock_project_rules"
+
+    project_name: Mapped[str] = mapped_column(ForeignKey("projects.name"), primary_key=True)
+    rules: Mapped[str] = mapped_column(Text)
+    set_by: Mapped[str] = mapped_column(String(64))
+    set_at: Mapped[str] = mapped_column(String(32))
