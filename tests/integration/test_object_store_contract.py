@@ -14,7 +14,7 @@ from tests.support import radosgw
 from tests.support import s3 as s3_support
 from tre.clients.s3 import S3Location, S3ObjectStore
 from tre.errors import InputError, NotFoundError, PermissionDeniedError, TemporaryError
-from tre.storage import LocalObjectStore, ObjectStore, open_object_store
+from tre.storage import LocalObjectStore, ObjectStore, open_object_store, put_retained
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +57,13 @@ def test_put_get_info_round_trip(object_store: ObjectStore) -> None:
     assert object_store.get_bytes("projects/a/data.bin") == b"hello"
     assert object_store.info("projects/a/data.bin") == info
     assert object_store.uri("projects/a/data.bin") == info.uri
+
+
+def test_retained_writes_read_back_on_any_store(object_store: ObjectStore) -> None:
+    """put_retained is a plain write where there is no object lock (here: none of these buckets has it)."""
+    info = put_retained(object_store, "airlock/r/quarantine/k", b"kept")
+    assert object_store.get_bytes("airlock/r/quarantine/k") == b"kept"
+    assert (info.size, info.lock_mode, info.retain_until) == (4, None, None)
 
 
 def test_overwrite_replaces_whole_object(object_store: ObjectStore) -> None:

@@ -1,10 +1,12 @@
-"""The S3 object store (boto3): any endpoint URL; records versions and encryption when the bucket has them."""
+"""The S3 object store (boto3): any endpoint URL; records versions and encryption when the bucket has them, and
+writes ``put_retained`` objects under an object lock retention when the bucket has object lock."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +16,11 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from tre.errors import NotFoundError, PermissionDeniedError, TemporaryError, TreError
-from tre.storage._protocol import ObjectInfo, check_key, check_prefix
+from tre.storage._protocol import ObjectInfo, Retention, check_key, check_prefix
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
 _DENIED = {"403", "AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "AccountProblem"}
+_NO_LOCK = {"ObjectLockConfigurationNotFoundError", "NotImplemented"}
 _TRANSFER = TransferConfig(multipart_threshold=64 * 1024 * 1024, multipart_chunksize=16 * 1024 * 1024)
 
 
@@ -31,12 +34,14 @@ class S3Location:
     region: str = "us-east-1"
     access_key: str | None = None
     secret_key: str | None = None
+    retention: Retention = field(default_factory=Retention)  # for put_retained, when the bucket has object lock
 
 
 class S3ObjectStore:
     def __init__(self, location: S3Location, *, client: Any = None) -> None:
         self.location = location
         self.bucket = location.bucket
+        self._object_lock: bool | None = None
         self.prefix = check_prefix(location.prefix.strip("/") + "/" if location.prefix.strip("/") else "")
         self._client = client or boto3.client(
             "s3",
@@ -62,6 +67,43 @@ class S3ObjectStore:
             self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
         return self._required_info(key)
 
+    def put_retained(self, key: str, data: bytes) -> ObjectInfo:
+        """Write under the location's retention if the bucket has object lock: until it ends, that version can be
+        neither deleted nor changed (a later write adds a version; a delete adds a marker). Else a plain write."""
+        if not self.object_lock_enabled():
+            return self.put_bytes(key, data)
+        retention = self.location.retention
+        until = dt.datetime.now(dt.UTC) + retention.period
+        with self._errors(key):
+            written = self._client.put_object(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Body=data,
+                ObjectLockMode=retention.mode.value.upper(),
+                ObjectLockRetainUntilDate=until,
+            )
+        return self._version_info(key, written.get("VersionId"))
+
+    def object_lock_enabled(self) -> bool:
+        """Whether the bucket has object lock enabled (asked once: S3 cannot turn it off again)."""
+        if self._object_lock is None:
+            try:
+                with self._errors("/"):
+                    answer = self._client.get_object_lock_configuration(Bucket=self.bucket)
+            except _NoObjectLockError:
+                self._object_lock = False
+            else:
+                status = answer.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled")
+                self._object_lock = status == "Enabled"
+        return self._object_lock
+
+    def _version_info(self, key: str, version_id: str | None) -> ObjectInfo:
+        """What the store knows about the version just written (not whatever is newest by now)."""
+        arguments = {"VersionId": version_id} if _real_version(version_id) else {}
+        with self._errors(key):
+            head = self._client.head_object(Bucket=self.bucket, Key=self._key(key), **arguments)
+        return self._head_info(key, head)
+
     def put_file(self, key: str, path: Path) -> ObjectInfo:
         with self._errors(key):
             self._client.upload_file(str(path), self.bucket, self._key(key), Config=_TRANSFER)
@@ -84,12 +126,19 @@ class S3ObjectStore:
                 head = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
         except NotFoundError:
             return None
+        return self._head_info(key, head)
+
+    def _head_info(self, key: str, head: dict[str, Any]) -> ObjectInfo:
+        until = head.get("ObjectLockRetainUntilDate")
+        mode = head.get("ObjectLockMode")
         return ObjectInfo(
             key=key,
             size=int(head["ContentLength"]),
             uri=self.uri(key),
             version_id=_real_version(head.get("VersionId")),
             encrypted=bool(head.get("ServerSideEncryption")),
+            lock_mode=str(mode).lower() if mode else None,
+            retain_until=until.astimezone(dt.UTC).isoformat() if isinstance(until, dt.datetime) else None,
         )
 
     def _required_info(self, key: str) -> ObjectInfo:
@@ -121,11 +170,17 @@ class S3ObjectStore:
         try:
             yield
         except ClientError as exc:
+            if key == "/" and exc.response.get("Error", {}).get("Code") in _NO_LOCK:
+                raise _NoObjectLockError from None
             raise _client_error(exc, self.uri(key) if key != "/" else f"s3://{self.bucket}") from None
         except EndpointConnectionError:
             raise TemporaryError(f"object store at {self.location.endpoint_url or 'AWS S3'} is unreachable") from None
         except BotoCoreError as exc:
             raise TemporaryError(f"object store error for s3://{self.bucket}: {type(exc).__name__}") from None
+
+
+class _NoObjectLockError(Exception):
+    """The bucket has no object lock configuration (or the server does not implement object lock)."""
 
 
 def _client_error(exc: ClientError, where: str) -> TreError:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -23,6 +25,28 @@ class ObjectInfo:
     uri: str
     version_id: str | None = None
     encrypted: bool = False
+    lock_mode: str | None = None  # "governance" or "compliance" while the version is under a retention
+    retain_until: str | None = None  # ISO 8601, UTC
+
+
+class LockMode(StrEnum):
+    """S3 object lock modes: governance can be lifted by a principal with s3:BypassGovernanceRetention;
+    compliance cannot be lifted or shortened by anyone, the account root included, until it ends."""
+
+    GOVERNANCE = "governance"
+    COMPLIANCE = "compliance"
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long, and how firmly, an object version written with ``put_retained`` is protected."""
+
+    mode: LockMode = LockMode.GOVERNANCE
+    period: dt.timedelta = dt.timedelta(days=365)
+
+    def __post_init__(self) -> None:
+        if self.period <= dt.timedelta(0):
+            raise InputError("an object lock retention period must be positive")
 
 
 def check_key(key: str) -> str:
@@ -65,3 +89,16 @@ class ObjectStore(Protocol):
         ...
 
     def uri(self, key: str) -> str: ...
+
+
+@runtime_checkable
+class RetainingStore(Protocol):
+    """A store that can protect object versions from deletion and overwriting (S3 object lock)."""
+
+    def object_lock_enabled(self) -> bool:
+        """Whether the bucket has object lock (and so versioning) enabled."""
+        ...
+
+    def put_retained(self, key: str, data: bytes) -> ObjectInfo:
+        """Write, with the store's retention when object lock is enabled; a plain write otherwise."""
+        ...
