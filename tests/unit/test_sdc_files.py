@@ -21,7 +21,8 @@ from tre import sdc
 from tre.errors import InputError
 from tre.sdc import _identifiers
 from tre.sdc._acro import read_acro_results
-from tre.sdc._check_files import NO_EVIDENCE, FileReport, check_files, check_paths
+from tre.airlock import TableKind
+from tre.sdc._check_files import NO_EVIDENCE, TABLE_KINDS, FileReport, check_files, check_paths
 from tre.sdc._identifiers import Finding, scan_text
 
 FIXTURES = REPO / "tests" / "fixtures" / "check"
@@ -462,6 +463,7 @@ def test_check_files_pairs_sidecars_and_declarations_by_name(tmp_path: Path) -> 
     assert cells(reports["t.csv"]) == {("North", "M", "threshold", 4, "fail")}
     with pytest.raises(InputError, match="Unknown table kind"):
         check_files(files, rules=sdc.DEFAULT_RULES, kinds={"t.csv": "means"})
+    assert {kind.value for kind in TableKind} == set(TABLE_KINDS)  # what the airlock lets authors declare
 
 
 def test_check_files_reads_an_acro_results_json_among_them() -> None:
