@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 
 from tests.conftest import REPO
 from tre import sdc
+from tre.airlock import TableKind
 from tre.errors import InputError
 from tre.sdc import _identifiers
 from tre.sdc._acro import read_acro_results
-from tre.airlock import TableKind
 from tre.sdc._check_files import NO_EVIDENCE, TABLE_KINDS, FileReport, check_files, check_paths
 from tre.sdc._identifiers import Finding, scan_text
 
