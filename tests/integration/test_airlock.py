@@ -19,9 +19,11 @@ from tests.support import s3 as s3_support
 from tests.support.cli import approve_example, assert_refused, ok
 from tre.airlock import FileKind, State, TableKind, Vote
 from tre.airlock import service as airlock
+from tre.airlock._checks import Status
 from tre.clients.s3 import S3Location, S3ObjectStore
 from tre.errors import InputError, IntegrityError
-from tre.sdc import load_rules
+from tre.sdc import FileReport, load_rules
+from tre.sdc._check_files import FlaggedCell, RuleResult
 from tre.services import Actor
 from tre.storage import LocalObjectStore, ObjectInfo, ObjectStore
 from tre.store import Store, StoredCheck
@@ -29,6 +31,7 @@ from tre.store import Store, StoredCheck
 NAME = "diabetes-outcomes"
 TABLE = b"group,count\nA,25\nB,40\n"
 FREQUENCY = TableKind.FREQUENCY
+NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 
 
 @pytest.fixture
@@ -248,6 +251,9 @@ def test_overrides_with_rationale_let_two_checkers_release(
     why = "B is a published national figure (ONS table 4), not a count of this cohort"
     ok(tre, *override, "--rule", "threshold", "--rationale", why, token=project["olive"])
     ok(tre, "airlock", "review", request_id, "--file", "small.csv", "--vote", "approve", token=project["olive"])
+    text = ok(tre, "airlock", "show", request_id, token=project["olive"]).splitlines()
+    assert "  small.csv [output] fail: threshold fail" in text
+    assert f"  override: olive small.csv threshold: {why}" in text
     assert show(tre, request_id, project["oscar"])["overrides"] == []  # as blind as the votes
     assert show(tre, request_id, project["alice"])["overrides"] == []  # never shown to the author in review
     assert_refused(
@@ -454,6 +460,40 @@ def test_a_file_changed_in_quarantine_blocks_release(
         assert unit.airlock.get(request_id).state == State.APPROVED.value  # type: ignore[union-attr]
     assert list(objects.list(f"projects/{NAME}/releases/")) == []
     store.close()
+
+
+def test_acro_outputs_in_a_request_are_checked_with_their_results_json(
+    tre: Tre, project: dict[str, str], isolated_environment: Path, tmp_path: Path
+) -> None:
+    folder = REPO / "tests" / "fixtures" / "check" / "acro_outputs"
+    store = Store(f"sqlite+pysqlite:///{isolated_environment / 'tre.db'}")
+    objects = LocalObjectStore(tmp_path / "o")
+    with store.transaction() as unit:
+        alice = Actor("alice", unit.users.get("alice"))
+        request = airlock.create_request(unit, alice, NAME, title="ACRO session", now=NOW)
+        for name, kind in (("results.json", FileKind.SUPPORTING), ("output_0_0.csv", FileKind.OUTPUT)):
+            data = (folder / name).read_bytes()
+            airlock.add_file(unit, alice, objects, request.id, name=name, kind=kind, data=data, now=NOW)
+        airlock.submit(unit, alice, objects, request.id, now=NOW)
+        checks = airlock.check_results(unit.airlock.checks(request.id, 1))
+    store.close()
+    table = {c["rule"]: c for c in checks if c["file"] == "output_0_0.csv"}
+    assert (table["acro"]["status"], table["threshold"]["status"]) == ("fail", "fail")
+    assert {(c["row"], c["column"], c["value"]) for c in table["threshold"]["cells"]} == {
+        ("East", "female", 1),
+        ("East", "male", 2),
+    }
+    assert {c["evidence"] for c in checks if c["file"] == "output_0_0.csv"} == {"acro"}
+
+
+def test_every_flagged_cell_has_a_rule_to_override() -> None:
+    """Cells claimed under a rule the file's results do not list (ACRO's, a sidecar's) still get a row, so the
+    override requirement covers them."""
+    claimed = FlaggedCell("East", "F", "PresenceOfLinkedTableCheck", 3, Status.FAIL, "claimed by ACRO")
+    report = FileReport("t.csv", Status.FAIL, "acro", (RuleResult("size", Status.PASS, "10 bytes"),), (claimed,))
+    rows = airlock.stored_checks(1, "t.csv", report)
+    assert [(r.rule, r.status) for r in rows] == [("size", "pass"), ("PresenceOfLinkedTableCheck", "fail")]
+    assert json.loads(rows[1].detail)["cells"][0]["value"] == 3
 
 
 def test_release_re_derives_the_decision_from_votes_checks_and_overrides(
