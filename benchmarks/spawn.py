@@ -211,11 +211,11 @@ def sandbox_host(state_dir: Path) -> Any:
 
     for _ in range(20):
         tag = secrets.token_hex(2)
-        pool = IPv4Network(f"10.215.{secrets.randbelow(230) + 16}.0/24")
+        pool = IPv4Network(f"10.216.{secrets.randbelow(230) + 16}.0/24")
         host = SandboxHost(pool=pool, table=f"tre_bench_{tag}", prefix=f"trb{tag}", state_dir=state_dir)
         with contextlib.suppress(SandboxError):
             check_pool_is_free(host)
-            return host
+            return host  # prepare_host also refuses a pool another TRE has claimed
     raise RuntimeError("no free address pool for the benchmark")
 
 

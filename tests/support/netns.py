@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tre.workspaces._claims import claim
 from tre.workspaces._network import check_pool_is_free
 from tre.workspaces.sandbox import SandboxError, SandboxHost, check_sandbox_support
 
@@ -90,6 +91,7 @@ def unique_sandbox_host(state_dir: Path) -> SandboxHost:
         host = SandboxHost(pool=pool, table=f"tre_test_{tag}", prefix=f"tq{tag}", state_dir=state_dir)
         try:
             check_pool_is_free(host)
+            claim(host)  # what prepare_host will do: refused if another TRE (a concurrent test run) holds it
         except SandboxError:
             continue
         return host

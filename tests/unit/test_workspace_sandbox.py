@@ -3,6 +3,8 @@ directories. (The real thing is proved in tests/integration/test_sandbox_egress.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 
 from tre.errors import ConflictError, InputError
+from tre.workspaces._claims import claim, release
 from tre.workspaces._dirs import make_data_readable, own
 from tre.workspaces._firewall import ruleset
 from tre.workspaces._host import SandboxHost
@@ -266,3 +269,39 @@ def test_the_options_form_offers_a_choice_only_between_several_projects() -> Non
     assert "&lt;p2&gt;" in form
     assert "<p2>" not in form
     assert several.options_from_form({"project": ["p1"]}) == {"project": "p1"}
+
+
+def _claims_host(tmp_path: Path, pool: str, table: str, prefix: str, name: str) -> SandboxHost:
+    return SandboxHost(pool=IPv4Network(pool), table=table, prefix=prefix, state_dir=tmp_path / name)
+
+
+def test_two_tres_on_one_machine_cannot_share_a_pool_table_or_prefix(tmp_path: Path) -> None:
+    claims = tmp_path / "claims"
+    first = _claims_host(tmp_path, "10.90.0.0/24", "tre_a", "tra", "a")
+    claim(first, claims)
+    claim(first, claims)  # the same TRE again (tre up, then its hub): fine
+    (held,) = claims.glob("*.json")
+    other = json.loads(held.read_text())
+    with held.open() as handle:  # another process holding the claim
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        for clash, what in [
+            (_claims_host(tmp_path, "10.90.0.0/16", "tre_b", "trb", "b"), "address pool"),
+            (_claims_host(tmp_path, "10.91.0.0/24", "tre_a", "trb", "b"), "nftables table"),
+            (_claims_host(tmp_path, "10.91.0.0/24", "tre_b", "trab", "b"), "name prefix"),
+        ]:
+            with pytest.raises(ConflictError, match=f"another TRE .* uses the {what}"):
+                claim(clash, claims)
+        release(first, claims)
+    assert other["state_dir"] == str((tmp_path / "a").resolve())
+    assert list(claims.glob("*.json")) == []
+
+
+def test_a_claim_nobody_holds_is_stale_and_removed(tmp_path: Path) -> None:
+    claims = tmp_path / "claims"
+    claims.mkdir()
+    stale = claims / "0123456789abcdef.json"
+    stale.write_text(json.dumps({"state_dir": "/gone", "pool": "10.90.0.0/24", "table": "tre_a", "prefix": "tra"}))
+    second = _claims_host(tmp_path, "10.90.0.0/24", "tre_a", "tra", "b")
+    claim(second, claims)
+    assert not stale.exists()
+    release(second, claims)

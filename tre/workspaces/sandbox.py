@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from tre.workspaces import _firewall, _network
+from tre.workspaces import _claims, _firewall, _network
 from tre.workspaces._dirs import prepare_directories
 from tre.workspaces._host import DEFAULT_POOL, SandboxHost, SlotLink
 from tre.workspaces._limits import CGROUP_ROOT, Cgroup, Limits, cgroup_v2_available, prlimit_argv
@@ -129,10 +129,12 @@ def check_sandbox_support() -> SandboxSupport:
 
 
 def prepare_host(host: SandboxHost) -> None:
-    """Make the host ready for sandboxes; idempotent. Call it before the hub starts: it puts the hub address on
+    """Make the host ready for sandboxes; idempotent. Refused if another TRE on this machine uses the same pool,
+    table or name prefix. Call it before the hub starts: it puts the hub address on
     ``lo`` (the hub must listen there), routes the rest of the pool nowhere, and installs the firewall before any
     sandbox link exists."""
     check_sandbox_support().require()
+    _claims.claim(host)
     _network.check_pool_is_free(host)
     _firewall.ensure_table(host)
     _network.add_host_routes(host)
@@ -148,6 +150,7 @@ def teardown_host(host: SandboxHost, *, forget: bool = False) -> None:
             registry.release(sandbox_id)
     _firewall.remove_table(host)
     _network.remove_host_routes(host)
+    _claims.release(host)
 
 
 def python_paths() -> tuple[Path, ...]:
