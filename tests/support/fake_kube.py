@@ -158,9 +158,14 @@ class FakeKube:
     """The in-memory API server. Construct with the namespaces that exist from the start."""
 
     def __init__(
-        self, field_manager: str = "tre-controller", *, namespaces: tuple[str, ...] = ("default", "kube-system")
+        self,
+        field_manager: str = "tre-controller",
+        *,
+        namespaces: tuple[str, ...] = ("default", "kube-system"),
+        history: bool = True,
     ) -> None:
         self._field_manager = field_manager
+        self._keep_history = history  # what watch replays; off for benchmarks that never watch
         self.objects: dict[Key, Stored] = {}
         self._labels: dict[tuple[str, str, str, str], set[Key]] = {}
         self._kinds: dict[tuple[str, str], set[Key]] = {}
@@ -267,7 +272,8 @@ class FakeKube:
         self._index(key, stored.obj, add=True)
         self.changes += 1
         rendered = self._render(stored)
-        self._history.append((self._rv, event, key, rendered))
+        if self._keep_history:
+            self._history.append((self._rv, event, key, rendered))
         return copy(rendered)
 
     def _drop(self, key: Key) -> None:
@@ -276,7 +282,8 @@ class FakeKube:
         self._rv += 1
         stored.obj["metadata"]["resourceVersion"] = str(self._rv)
         self.changes += 1
-        self._history.append((self._rv, "DELETED", key, self._render(stored)))
+        if self._keep_history:
+            self._history.append((self._rv, "DELETED", key, self._render(stored)))
         if key[:2] == ("v1", "Namespace"):
             for inner in [k for k in self.objects if k[2] == key[3] and self._namespaced(k[0], k[1])]:
                 self._drop(inner)

@@ -56,6 +56,7 @@ from tre.controller._reconcile import (
 from tre.controller._retry import Backoff
 from tre.controller._status import GovernanceView, Observation, conditions, project_status
 from tre.errors import InputError, IntegrityError, TemporaryError
+from tre.metrics import exposition
 from tre.spec import Project, Role, User
 from tre.store import Store, sqlite_url
 from tre.workspaces import _kopf
@@ -784,8 +785,11 @@ def test_kopf_calls_reconcile_for_every_cause_and_keeps_our_finalizer(world: Wor
     assert settings.execution.max_workers == 3
     assert settings.posting.enabled is False
 
+    passes = _kopf.PASSES._value.get()
     next(h for h in changing if h.id == "reconcile-create").fn(body=world.kube.stored(project_key("alpha")))
     assert world.hub_entry("alpha") is not None
+    assert _kopf.PASSES._value.get() == passes + 1
+    assert 'tre_controller_writes_total{verb="apply"}' in exposition()
 
 
 @pytest.mark.parametrize(
@@ -800,8 +804,10 @@ def test_kopf_retries_temporary_errors_and_gives_up_on_permanent_ones(error: Exc
         def reconcile(self, body: Any) -> None:
             raise error
 
+    errors = _kopf.ERRORS._value.get()
     with pytest.raises(expected) as caught:
         _kopf.handle(Failing(), _kopf._Serialised(), {"metadata": {"name": "alpha"}})  # type: ignore[arg-type]
+    assert _kopf.ERRORS._value.get() == errors + 1
     if isinstance(caught.value, kopf.TemporaryError):
         assert caught.value.delay == 7.0
 
@@ -830,8 +836,9 @@ def test_the_cli_loads_neither_kopf_nor_the_kubernetes_client() -> None:
 
 
 def test_managed_kinds_cover_every_kind_the_manifests_make(world: World, alpha: Project) -> None:
-    made = {(o["apiVersion"], o["kind"]) for o in desired_for(world, alpha)}
-    assert made <= set(MANAGED_KINDS)
+    places = {None: "cluster", namespace_of("alpha"): "project", HUB: "hub"}
+    made = {(o["apiVersion"], o["kind"], places[o["metadata"].get("namespace")]) for o in desired_for(world, alpha)}
+    assert made == set(MANAGED_KINDS)
     hub = [object_key(o) for o in desired_for(world, alpha) if object_key(o).namespace == HUB]
     assert [k.name for k in hub] == [hub_entry_name("alpha")]
     world.settle("alpha")

@@ -48,6 +48,9 @@ def run(
     liveness: Annotated[
         str | None, typer.Option("--liveness", help="Serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz.")
     ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on this port.")
+    ] = None,
 ) -> None:
     """Run the controller: turn approved Projects into isolated workspaces, and tear access down when it ends."""
     from tre.clients.kube import KubernetesClient
@@ -68,7 +71,7 @@ def run(
     )
     with open_store() as store:
         reconciler = Reconciler(kube, StoreGovernance(store), _vault(), config, settings)
-        run_operator(reconciler, interval=interval, workers=workers, liveness=liveness)
+        run_operator(reconciler, interval=interval, workers=workers, liveness=liveness, metrics_port=metrics_port)
 
 
 def _vault() -> VaultRoles:

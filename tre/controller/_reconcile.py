@@ -155,44 +155,41 @@ def _same_scalar(desired: Any, live: Any) -> bool:
 
 def is_subset(desired: Any, live: Any) -> bool:
     """True if every field of ``desired`` is in ``live`` with the same value (see the module docstring)."""
+    if desired == live:
+        return True  # the common case, decided in C without walking the tree
     if isinstance(desired, dict):
-        if not desired:
-            return live is None or live == {}
-        return isinstance(live, dict) and all(is_subset(value, live.get(name)) for name, value in desired.items())
+        if not desired or not isinstance(live, dict):
+            return not desired and live is None
+        return all(is_subset(value, live.get(name)) for name, value in desired.items())
     if isinstance(desired, list):
-        if not desired:
-            return live is None or live == []
-        return isinstance(live, list) and len(live) == len(desired) and all(map(is_subset, desired, live))
+        if not desired or not isinstance(live, list) or len(live) != len(desired):
+            return not desired and live is None
+        return all(map(is_subset, desired, live))
     return _same_scalar(desired, live)
 
 
-def field_paths(obj: Any, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
-    """Every map path in ``obj`` (interior and leaf), stopping at lists and scalars."""
-    paths = {prefix} if prefix else set()
-    if isinstance(obj, dict):
-        for name, child in obj.items():
-            paths |= field_paths(child, (*prefix, name))
-    return paths
+def _stale_fields(tree: Mapping[str, Any], wanted: Any) -> bool:
+    """True if a managedFields ``fieldsV1`` tree names a map field that ``wanted`` does not have.
+
+    The walk stops at list items (``k:``, ``v:``, ``i:`` keys) and wherever ``wanted`` stops being a map.
+    """
+    for name, child in tree.items():
+        if not name.startswith("f:"):
+            continue
+        if not isinstance(wanted, dict) or name[2:] not in wanted:
+            return True
+        value = wanted[name[2:]]
+        if isinstance(value, dict) and value and isinstance(child, dict) and _stale_fields(child, value):
+            return True
+    return False
 
 
-def _owned_leaves(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
-    """The field paths in a managedFields ``fieldsV1`` tree, cut at list items (``k:``, ``v:``, ``i:``)."""
-    leaves: set[tuple[str, ...]] = set()
-    children = [(name[2:], child) for name, child in tree.items() if name.startswith("f:")]
-    if not children and prefix:
-        return {prefix}
-    for name, child in children:
-        leaves |= _owned_leaves(child if isinstance(child, dict) else {}, (*prefix, name))
-    return leaves
-
-
-def owned_fields(live: Mapping[str, Any], field_manager: str) -> set[tuple[str, ...]]:
-    """The fields ``field_manager`` owns through server-side apply of the main resource."""
-    owned: set[tuple[str, ...]] = set()
-    for entry in (live.get("metadata") or {}).get("managedFields") or []:
-        if entry.get("manager") == field_manager and entry.get("operation") == "Apply" and not entry.get("subresource"):
-            owned |= _owned_leaves(entry.get("fieldsV1") or {})
-    return owned
+def owns_stale_fields(live: Mapping[str, Any], wanted: Mapping[str, Any], field_manager: str) -> bool:
+    """True if ``field_manager`` owns, through server-side apply of the main resource, a field not in ``wanted``."""
+    entries = (live.get("metadata") or {}).get("managedFields") or []
+    applied = (field_manager, "Apply")
+    ours = [e for e in entries if (e.get("manager"), e.get("operation")) == applied and not e.get("subresource")]
+    return any(_stale_fields(entry.get("fieldsV1") or {}, wanted) for entry in ours)
 
 
 def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -210,7 +207,7 @@ def apply_reason(desired: Mapping[str, Any], live: Mapping[str, Any] | None, fie
     wanted = _comparable(desired)
     if not is_subset(wanted, live):
         return "drifted"
-    if owned_fields(live, field_manager) - field_paths(wanted):
+    if owns_stale_fields(live, wanted, field_manager):
         return "fields removed"
     return None
 

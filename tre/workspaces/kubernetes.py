@@ -73,16 +73,18 @@ FINALIZER = "tre.dev/teardown"
 PROJECT_KIND = "Project"
 SYSTEM_ACTOR = Actor(name="system:tre-controller")
 REPORTING_CONTROLLER = "tre.dev/controller"
-# The kinds the controller writes for a project: listed by label on every pass to find drift and leftovers.
+# The kinds the controller writes for a project, and where each is listed (by label) on every pass to find drift
+# and leftovers: "cluster" (cluster-scoped), "project" (the project's namespace) or "hub" (the hub's namespace).
+# Listing only there keeps the controller's RBAC narrow: ConfigMaps only in the hub namespace.
 MANAGED_KINDS = (
-    ("v1", "Namespace"),
-    ("networking.k8s.io/v1", "NetworkPolicy"),
-    ("v1", "ResourceQuota"),
-    ("v1", "LimitRange"),
-    ("v1", "ServiceAccount"),
-    ("v1", "PersistentVolumeClaim"),
-    ("batch/v1", "Job"),
-    ("v1", "ConfigMap"),
+    ("v1", "Namespace", "cluster"),
+    ("networking.k8s.io/v1", "NetworkPolicy", "project"),
+    ("v1", "ResourceQuota", "project"),
+    ("v1", "LimitRange", "project"),
+    ("v1", "ServiceAccount", "project"),
+    ("v1", "PersistentVolumeClaim", "project"),
+    ("batch/v1", "Job", "project"),
+    ("v1", "ConfigMap", "hub"),
 )
 _LISTED_IN_NOTES = 8
 _NOTE_LIMIT = 1024
@@ -158,7 +160,7 @@ class Outcome:
     vault_changed: bool = False
     status_written: bool = False
     finalizer_removed: bool = False
-    planning_seconds: float = 0.0
+    planning_seconds: float = 0.0  # CPU time of the pure part: building the objects and planning the writes
 
     @property
     def changed(self) -> bool:
@@ -265,23 +267,25 @@ class Reconciler:
             gov = self._retrying(f"governance of {name}", lambda: self._governance.evaluate(project, now))
         return _Pass(body, name, namespace, now, project, invalid, gov)
 
-    def _observe(self, name: str) -> list[dict[str, Any]]:
-        labels = managed_labels(name)
+    def _observe(self, current: _Pass) -> list[dict[str, Any]]:
+        """The project's labelled objects, where they may be."""
+        labels = managed_labels(current.name)
+        where = {"cluster": None, "project": current.namespace, "hub": self._config.hub_namespace}
         found: list[dict[str, Any]] = []
-        for api_version, kind in MANAGED_KINDS:
-            listing = functools.partial(self._kube.list, api_version, kind, labels=labels)
+        for api_version, kind, place in MANAGED_KINDS:
+            listing = functools.partial(self._kube.list, api_version, kind, namespace=where[place], labels=labels)
             found += self._retrying(f"list {kind}", listing)
         return found
 
     # Provisioning
 
     def _provision(self, current: _Pass, project: Project, outcome: Outcome) -> Observation:
-        observed = self._observe(current.name)
-        started = time.perf_counter()
+        observed = self._observe(current)
+        started = time.thread_time()
         desired, wanted = self._desired(current, project, observed)
         scope = current.scope(self._config)
         actions = plan(desired, observed, scope=scope, field_manager=self._kube.field_manager)
-        outcome.planning_seconds = time.perf_counter() - started
+        outcome.planning_seconds = time.thread_time() - started
         self._execute([a for a in actions if a.verb is Verb.APPLY], outcome)
         if not outcome.failures:
             role = functools.partial(
@@ -326,12 +330,12 @@ class Reconciler:
         mount = self._config.vault_auth_mount
         revoke = functools.partial(self._vault.remove_kubernetes_role, current.name, mount=mount)
         outcome.vault_changed = self._retrying(f"Vault role of {current.name}", revoke)
-        observed = self._observe(current.name)
+        observed = self._observe(current)
         running = self._running(current, observed)
         observed += [obj for obj in self._hub_entry(current) if object_key(obj) not in keys_of(observed)]
-        started = time.perf_counter()
+        started = time.thread_time()
         actions = teardown_plan(observed, running, scope=current.scope(self._config), retention=retention)
-        outcome.planning_seconds = time.perf_counter() - started
+        outcome.planning_seconds = time.thread_time() - started
         self._execute(actions, outcome)
         namespace_gone = retention is Retention.DELETE
         return Observation(
@@ -539,5 +543,5 @@ def plain(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def managed_objects(kube: KubeClient, project: str) -> list[dict[str, Any]]:
-    """Every object the controller manages for ``project`` (for tests, debugging and ``tre`` commands)."""
-    return [obj for a, k in MANAGED_KINDS for obj in kube.list(a, k, labels=managed_labels(project))]
+    """Every object the controller manages for ``project``, wherever it is (for tests and debugging)."""
+    return [obj for a, k, _ in MANAGED_KINDS for obj in kube.list(a, k, labels=managed_labels(project))]
