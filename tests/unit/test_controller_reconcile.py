@@ -816,8 +816,9 @@ def test_a_timer_pass_is_skipped_while_another_pass_runs() -> None:
     calls: list[str] = []
 
     class Recording:
-        def reconcile(self, body: Any) -> None:
+        def reconcile(self, body: Any) -> Outcome:
             calls.append(body["metadata"]["name"])
+            return Outcome(body["metadata"]["name"])
 
     serialised = _kopf._Serialised()
     with serialised.lock("alpha"):
