@@ -25,7 +25,7 @@ from tre.workspaces._limits import Cgroup, Limits, cgroup_v2_available, parse_by
 from tre.workspaces._mounts import Layout, bwrap_argv, setpriv_argv, write_etc
 from tre.workspaces._slots import SlotRegistry
 from tre.workspaces.local_spawner import SandboxSpawner, _check_user_options, safe_name
-from tre.workspaces.sandbox import python_paths
+from tre.workspaces.sandbox import Sandbox, SandboxSpec, check_sandbox_support, prepare_host, python_paths
 
 HOST = SandboxHost(pool=IPv4Network("10.213.0.0/16"), state_dir=Path("/nonexistent"))
 
@@ -305,3 +305,24 @@ def test_a_claim_nobody_holds_is_stale_and_removed(tmp_path: Path) -> None:
     claim(second, claims)
     assert not stale.exists()
     release(second, claims)
+
+
+def test_without_root_a_workspace_is_refused_and_nothing_is_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    check_sandbox_support.cache_clear()
+    try:
+        support = check_sandbox_support()
+        assert not support.ok
+        assert support.problems[0].startswith("workspaces need root")
+        assert "never runs unsandboxed" in support.problems[0]
+        host = SandboxHost(pool=IPv4Network("10.90.0.0/24"), table="tre_never", prefix="trnever", state_dir=tmp_path)
+        spec = SandboxSpec("p.alice", "alice", tmp_path / "data", tmp_path / "out", tmp_path / "home", (8081,))
+        with pytest.raises(ConflictError, match=r"^cannot start a sandboxed workspace: workspaces need root"):
+            Sandbox(host, "p.alice").prepare(spec)
+        with pytest.raises(ConflictError, match=r"^cannot start a sandboxed workspace"):
+            prepare_host(host)
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        check_sandbox_support.cache_clear()
