@@ -42,7 +42,7 @@ from tre.workspaces._access import TreStoreGate, WorkspaceGate, WorkspaceGrant
 from tre.workspaces._firewall import ensure_table
 from tre.workspaces._host import DEFAULT_POOL, DEFAULT_STATE_DIR, DEFAULT_UID_BASE
 from tre.workspaces._limits import Limits, parse_bytes, parse_cpus
-from tre.workspaces.sandbox import Sandbox, SandboxError, SandboxHost, SandboxSpec, prepare_host
+from tre.workspaces.sandbox import PreparedSandbox, Sandbox, SandboxError, SandboxHost, SandboxSpec, prepare_host
 
 _UNSAFE = re.compile(r"[^a-z0-9._-]")
 _PATH_INSIDE = "/usr/local/bin:/usr/bin:/bin"
@@ -217,31 +217,41 @@ class SandboxSpawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type
 
     async def _start(self) -> tuple[str, int]:
         began = time.perf_counter()
-        project = await self._chosen_project()
-        grant = await self._check(project)
-        host = self.sandbox_host()
-        spec = self._spec(host, grant)
-        sandbox = Sandbox(host, spec.sandbox_id)
+        grant = await self._check(await self._chosen_project())
         try:
+            host = self.sandbox_host()
+            spec = self._spec(host, grant)
+            sandbox = Sandbox(host, spec.sandbox_id)
             await asyncio.to_thread(_ready_host, host)
             prepared = await asyncio.to_thread(sandbox.prepare, spec)
         except TreError as exc:
-            raise SpawnException(str(exc), reason="sandbox", status_code=503) from exc
+            raise _unavailable(exc) from exc
         try:
-            self.ip, self.port = str(prepared.link.workspace_address), self.workspace_port
-            self.project = project
-            env = await self._workspace_env(spec, project)
-            details = {"extract": grant.extract, "sandbox": spec.sandbox_id, "server": self.name or ""}
-            await asyncio.to_thread(self.workspace_gate().record, "workspace.started", self.user.name, project, details)
-            log_path = host.state_dir / "logs" / f"{spec.sandbox_id}.log"
-            sandbox.launch(prepared, self._command(), env, log_path=log_path)  # on the event loop's own thread
-        except BaseException:
+            await self._launch(sandbox, prepared, spec, grant)
+        except BaseException as exc:
             await asyncio.to_thread(sandbox.stop, 0.0)
+            if isinstance(exc, TreError):
+                raise _unavailable(exc) from exc
             raise
         self.sandbox, self._checked_at = sandbox, time.monotonic()
         elapsed = (time.perf_counter() - began) * 1000
         self.log.info("Sandbox %s set up in %.0f ms; its server starts now", spec.sandbox_id, elapsed)
         return self.ip, self.port
+
+    async def _launch(
+        self, sandbox: Sandbox, prepared: PreparedSandbox, spec: SandboxSpec, grant: WorkspaceGrant
+    ) -> None:
+        """Audit the start, then start the server in the prepared sandbox (on the event loop's own thread, which
+        lives as long as the hub: the sandbox dies with the thread that started it)."""
+        self.ip, self.port = str(prepared.link.workspace_address), self.workspace_port
+        self.project = grant.project
+        env = await self._workspace_env(spec, grant.project)
+        details = {"extract": grant.extract, "sandbox": spec.sandbox_id, "server": self.name or ""}
+        await asyncio.to_thread(
+            self.workspace_gate().record, "workspace.started", self.user.name, grant.project, details
+        )
+        log_path = sandbox.host.state_dir / "logs" / f"{spec.sandbox_id}.log"
+        sandbox.launch(prepared, self._command(), env, log_path=log_path)
 
     async def _check(self, project: str) -> WorkspaceGrant:
         try:
@@ -390,6 +400,10 @@ def _ready_host(host: SandboxHost) -> None:
         return
     prepare_host(host)
     _READY_HOSTS.add(host)
+
+
+def _unavailable(error: TreError) -> SpawnException:
+    return SpawnException(str(error), reason="sandbox", status_code=503)
 
 
 def _refused(message: str) -> SpawnException:
