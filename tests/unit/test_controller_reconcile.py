@@ -784,6 +784,7 @@ def test_kopf_calls_reconcile_for_every_cause_and_keeps_our_finalizer(world: Wor
     assert settings.persistence.finalizer == FINALIZER
     assert settings.execution.max_workers == 3
     assert settings.posting.enabled is False
+    assert settings.scanning.disabled is True
 
     passes = _kopf.PASSES._value.get()
     next(h for h in changing if h.id == "reconcile-create").fn(body=world.kube.stored(project_key("alpha")))

@@ -4,7 +4,8 @@ kopf provides the watch (list, watch, reconnect, relist on 410), one worker per 
 handlers, timers, the liveness endpoint and the finalizer protocol. The finalizer kopf keeps is ours
 (``tre.dev/teardown``, which ``reconcile`` also keeps): kopf adds it when it first sees a Project, calls the
 delete handler when the Project is deleted, and the handler's teardown removes it. kopf's own progress and
-diff-base annotations are kept under ``tre.dev/``; kopf's own Events are off (ours say what happened).
+diff-base annotations are kept under ``tre.dev/``; kopf's own Events are off (ours say what happened); resources
+are discovered once at start-up, not by watching CRDs.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def operator_settings(*, workers: int) -> kopf.OperatorSettings:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="tre.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="tre.dev")
     settings.posting.enabled = False
+    settings.scanning.disabled = True  # the chart installs the CRD first: no need to watch CRDs (nor the RBAC)
     settings.execution.max_workers = workers
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
