@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -1046,3 +1047,38 @@ TestReconcilingConverges = Reconciling.TestCase
 TestReconcilingConverges.settings = settings(
     max_examples=40, stateful_step_count=12, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+
+
+def test_tre_controller_run_wires_the_settings_into_the_operator(
+    tre: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def fake_run(reconciler: Reconciler, **options: Any) -> None:
+        seen.update(options, reconciler=reconciler)
+
+    monkeypatch.setattr(_kopf, "run_operator", fake_run)
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "before"))  # restored after the test, whatever the CLI sets
+    kubeconfig = tmp_path / "config"
+    cluster = {"name": "c", "cluster": {"server": "https://127.0.0.1:6443", "insecure-skip-tls-verify": True}}
+    kubeconfig.write_text(
+        json.dumps({
+            "apiVersion": "v1", "kind": "Config", "clusters": [cluster],
+            "users": [{"name": "u", "user": {"token": "t"}}],
+            "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}], "current-context": "x",
+        })
+    )  # fmt: skip
+    result = tre(
+        "controller", "run", "--kubeconfig", str(kubeconfig), "--namespace", "tre-system", "--interval", "30",
+        "--workers", "2", "--retention", "delete", "--retention-on-delete", "keep", "--metrics-port", "9090",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (seen["interval"], seen["workers"], seen["metrics_port"], seen["liveness"]) == (30.0, 2, 9090, None)
+    reconciler = seen["reconciler"]
+    assert reconciler._settings.retention_on_block is Retention.DELETE
+    assert reconciler._settings.retention_on_delete is Retention.KEEP
+    assert reconciler._settings.event_namespace == "tre-system"
+    assert reconciler._kube.field_manager == "tre-controller"
+    assert type(reconciler._vault).__name__ == "NoVault"  # TRE_VAULT_ADDR is not set
+    assert os.environ["KUBECONFIG"] == str(kubeconfig)  # kopf logs in with the same credentials
