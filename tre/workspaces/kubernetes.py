@@ -34,6 +34,7 @@ from pydantic import ValidationError
 from tre import services
 from tre.clients.kube import KubeClient, KubeConflictError
 from tre.controller import (
+    COMPONENT_LABEL,
     PROVISIONER,
     WORKSPACE_SERVICE_ACCOUNT,
     ClusterConfig,
@@ -493,7 +494,7 @@ def _live_job(desired: list[dict[str, Any]], observed: list[dict[str, Any]]) -> 
 
 def _is_job(obj: Mapping[str, Any]) -> bool:
     labels = (obj.get("metadata") or {}).get("labels") or {}
-    return obj.get("kind") == "Job" and labels.get("tre.dev/component") == PROVISIONER
+    return obj.get("kind") == "Job" and labels.get(COMPONENT_LABEL) == PROVISIONER
 
 
 def _listing(actions: list[Action]) -> str:
@@ -518,9 +519,12 @@ def _notes(outcome: Outcome, current: _Pass, retention: Retention) -> list[tuple
     """(type, reason, note) for each Event this pass deserves; none when nothing changed."""
     notes = []
     created = [a for a in outcome.applied if a.reason == "missing"]
-    repaired = [a for a in outcome.applied if a.reason != "missing"]
+    repaired = [a for a in outcome.applied if a.reason == "drifted"]
+    updated = [a for a in outcome.applied if a.reason not in ("missing", "drifted")]
     if created:
         notes.append(("Normal", "Applied", f"created {_listing(created)}"))
+    if updated:
+        notes.append(("Normal", "Applied", f"updated {_listing(updated)}: removed what the controller no longer sets"))
     if repaired:
         notes.append(("Warning", "DriftRepaired", f"restored {_listing(repaired)}, changed outside the controller"))
     pruned = [a for a in outcome.deleted if a.reason == "no longer desired"]
