@@ -567,9 +567,6 @@ def test_controller_command_uses_only_options_tre_controller_run_has(chart: helm
     assert "--liveness=http://0.0.0.0:8080/healthz" in command
 
 
-@pytest.mark.xfail(
-    reason="the controller does not serve metrics yet ('tre controller run --metrics-port')", strict=True
-)
 def test_controller_metrics_flag_exists(everything: list[dict[str, Any]]) -> None:
     assert "--metrics-port=9090" in _controller_command(everything)
     assert "--metrics-port" in _run_flags()
