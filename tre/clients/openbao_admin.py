@@ -8,8 +8,6 @@ auto-unseal instead (documented in docs/explanation/embedded-mode.md).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import hvac.exceptions  # type: ignore[import-untyped]
 import requests
 
 from tre.errors import IntegrityError, TemporaryError
+from tre.private_files import write_private
 
 __all__ = ["initialise_and_unseal"]
 
@@ -33,11 +32,11 @@ def initialise_and_unseal(url: str, keys_file: Path, token_file: Path, *, timeou
     try:
         if not client.sys.is_initialized():
             material = client.sys.initialize(secret_shares=1, secret_threshold=1)
-            _write_private(keys_file, json.dumps(_init_record(material), indent=2))
+            write_private(keys_file, json.dumps(_init_record(material), indent=2))
         record = _read_record(keys_file)
         if client.sys.is_sealed():
             client.sys.submit_unseal_key(record["unseal_key"])
-        _write_private(token_file, record["root_token"])
+        write_private(token_file, record["root_token"])
     except (requests.ConnectionError, requests.Timeout) as exc:
         raise TemporaryError(f"OpenBao at {url} did not answer ({type(exc).__name__})") from None
     except hvac.exceptions.VaultError as exc:
@@ -71,19 +70,3 @@ def _first_error(exc: Exception) -> str:
     if isinstance(errors, list) and errors:
         return str(errors[0])[:200]
     return type(exc).__name__
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` with mode 0600: temp file, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(descriptor, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise

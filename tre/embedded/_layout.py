@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import socket
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tre.errors import InputError
+from tre.private_files import write_private
 
 
 @dataclass(frozen=True)
@@ -129,16 +128,4 @@ def hub_secrets(layout: Layout) -> dict[str, str]:
 
 def write_private_json(path: Path, document: Any) -> None:
     """Write JSON atomically with mode 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(descriptor, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_private(path, json.dumps(document, indent=2, sort_keys=True) + "\n")
