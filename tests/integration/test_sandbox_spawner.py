@@ -7,6 +7,7 @@ reached through the proxy.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import json
@@ -18,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,8 @@ from typing import Any
 
 import pytest
 import yaml
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
 from typer.testing import CliRunner
 
 from tests.conftest import EXAMPLES
@@ -243,6 +247,45 @@ def _audit(hub: Hub) -> list[dict[str, Any]]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
+async def _execute(hub: Hub, user: str, kernel: str, code: str) -> str:
+    """Run ``code`` in a kernel over its websocket, through the proxy; its standard output."""
+    url = f"{hub.url.replace('http', 'ws', 1)}/user/{user}/api/kernels/{kernel}/channels"
+    request = HTTPRequest(url, headers={"Authorization": f"token {TOKEN}"})
+    connection = await websocket_connect(request)
+    msg_id, session = uuid.uuid4().hex, uuid.uuid4().hex
+    header = {"msg_id": msg_id, "session": session, "username": "test", "msg_type": "execute_request", "version": "5.3"}
+    content = {"code": code, "silent": False, "store_history": False, "user_expressions": {}, "allow_stdin": False}
+    message = {"header": header, "parent_header": {}, "metadata": {}, "content": content, "channel": "shell"}
+    await connection.write_message(json.dumps(message))
+    output = []
+    try:
+        while True:
+            raw = await asyncio.wait_for(connection.read_message(), READY_TIMEOUT)
+            assert raw is not None, "the kernel's websocket closed"
+            reply = json.loads(raw)
+            if reply.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            assert reply["msg_type"] != "error", reply["content"]
+            if reply["msg_type"] == "stream":
+                output.append(reply["content"]["text"])
+            if reply["msg_type"] == "status" and reply["content"]["execution_state"] == "idle":
+                return "".join(output)
+    finally:
+        connection.close()
+
+
+def _run_in_kernel(hub: Hub, user: str, code: str) -> str:
+    status, kernel = hub.call("POST", f"/user/{user}/api/kernels", {"name": "python3"})
+    assert status == 201, kernel
+    return asyncio.run(_execute(hub, user, kernel["id"], code))
+
+
+KERNEL_CODE = """
+import json, os
+print(json.dumps({"uid": os.getuid(), "data": sorted(os.listdir("/data")), "cwd": os.getcwd()}))
+"""
+
+
 def test_a_user_in_several_projects_must_choose_one(hub: Hub) -> None:
     status, body = hub.spawn("erin")
     assert status == 403, body
@@ -262,6 +305,8 @@ def test_a_member_gets_the_projects_data_in_a_sandbox_and_nothing_is_left_after_
     assert status == 200
     assert json.loads(manifest["content"])["project"] == PROJECT
     assert _leftovers(hub, link)  # the server runs as the sandbox's uid, in its namespace
+    seen = json.loads(_run_in_kernel(hub, "alice", KERNEL_CODE))
+    assert seen == {"uid": link.uid, "data": ["hospital-episodes.parquet", "manifest.json"], "cwd": "/home/alice"}
 
     status, _ = hub.call("DELETE", "/hub/api/users/alice/server")
     assert status in {202, 204}
