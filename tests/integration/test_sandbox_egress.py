@@ -6,7 +6,8 @@ machine (including the hub address on other ports, and the sandboxes' own host e
 and the test host, public addresses, IPv6 (global, link-local, multicast), and two other sandboxes (another
 project's, and the same project's other user). Every attempt must fail, while the stand-in hub answers, /data
 reads, writing /data fails, /outputs is writable and the process is not root. Positive controls show each target
-is alive from the host, and a deliberately weakened firewall is caught.
+is alive from the host; a deliberately weakened firewall is caught; with routing deliberately weakened, the
+firewall alone still stops everything.
 """
 
 from __future__ import annotations
@@ -329,3 +330,19 @@ def test_a_new_sandbox_removes_the_leftovers_of_a_killed_one(world: World) -> No
     finally:
         second.stop(grace=1.0)
     assert _leftovers(world.host, again.link) == []
+
+
+def test_the_firewall_alone_holds_when_routing_is_weakened(world: World) -> None:
+    """Defence in depth: give the sandbox a default route (as a routing mistake would), and the machine's own
+    addresses become routable, yet every attempt is still dropped by the firewall."""
+
+    def with_default_route(link: SlotLink) -> list[Target]:
+        route = ["ip", "-n", link.name, "route", "add", "default", "via", str(link.host_address)]
+        subprocess.run(route, check=True, capture_output=True)
+        return _all_targets(world)(link)
+
+    report = _run_probe(world, "proj-a.alice", with_default_route)
+    assert _breaches(report) == []
+    ipv4_machine = [r for r in report["results"] if r["name"].startswith("machine ") and ":" not in r["host"]]
+    assert len(ipv4_machine) >= 10
+    assert all(r["errors"] == ["TimeoutError"] for r in ipv4_machine)  # every one routed now, and dropped
