@@ -7,6 +7,7 @@ Exception tree::
     │   └── SpecError             a declaration file that does not parse or validate          (exit 1, HTTP 422)
     ├── NotFoundError             an unknown user, dataset, project or token                   (exit 1, HTTP 404)
     ├── ConflictError             a duplicate name, or an action the current state refuses     (exit 1, HTTP 409)
+    │   └── SandboxError          a workspace sandbox cannot be set up (tre.workspaces)         (exit 1, HTTP 409)
     ├── PermissionDeniedError     the actor may not do this (role, membership, independence)   (exit 1, HTTP 403)
     ├── AuthenticationError       no identity, or an unknown or revoked token                  (exit 1, HTTP 401)
     ├── IntegrityError            stored state failed a check: audit chain, newer schema       (exit 1, HTTP 500)

@@ -9,6 +9,7 @@ reverse. A child that dies stops the whole TRE with a message naming its log.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import os
 import sys
@@ -96,7 +97,8 @@ def up(options: UpOptions, stop: threading.Event, on_ready: Callable[[dict[str, 
 
 
 def sandbox_host(options: UpOptions, layout: Layout) -> SandboxHost:
-    """The workspace sandboxes' shared settings; their state lives in the home (root only)."""
+    """The workspace sandboxes' shared settings; their state lives in the home (root only). A non-default pool
+    also gets its own nftables table and interface prefix, so two TREs on one machine never share them."""
     state_dir = layout.workspaces / "sandbox"
     if not options.sandbox_pool:
         return SandboxHost(state_dir=state_dir)
@@ -104,7 +106,8 @@ def sandbox_host(options: UpOptions, layout: Layout) -> SandboxHost:
         pool = IPv4Network(options.sandbox_pool)
     except ValueError as error:
         raise InputError(f"--sandbox-pool {options.sandbox_pool}: not an IPv4 network ({error})") from None
-    return SandboxHost(pool=pool, state_dir=state_dir)
+    tag = hashlib.sha256(str(pool).encode()).hexdigest()[:6]
+    return SandboxHost(pool=pool, table=f"tre_sandbox_{tag}", prefix=f"tw{tag}", state_dir=state_dir)
 
 
 def _start(
