@@ -154,10 +154,12 @@ def teardown_host(host: SandboxHost, *, forget: bool = False) -> None:
 
 
 def python_paths() -> tuple[Path, ...]:
-    """The directories this Python (and its virtual environment) lives in, outside /usr."""
-    candidates = [Path(sys.prefix), Path(sys.base_prefix), Path(os.path.realpath(sys.executable)).parent.parent]
+    """The directories this Python (and its virtual environment) lives in, outside /usr: both as named and as
+    resolved, so a virtual environment reached through a symbolic link works inside the sandbox too."""
+    named = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).absolute().parent.parent]
+    candidates = {*(p.absolute() for p in named), *(p.resolve() for p in named)}
     paths: list[Path] = []
-    for path in sorted({p.resolve() for p in candidates}, key=lambda p: len(p.parts)):
+    for path in sorted(candidates, key=lambda p: (len(p.parts), str(p))):
         if path.is_relative_to("/usr") or any(path.is_relative_to(kept) for kept in paths):
             continue
         paths.append(path)
