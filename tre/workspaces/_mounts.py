@@ -66,13 +66,14 @@ def bwrap_argv(layout: Layout, system: list[str]) -> list[str]:
         argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     for name in _GENERATED_ETC:
         argv += ["--ro-bind", str(layout.etc_dir / name), f"/etc/{name}"]
-    argv += _parents([*layout.read_only, Path(layout.home_inside)])
-    for path in layout.read_only:
-        argv += ["--ro-bind", str(path), str(path)]
-    # fresh, private tmpfs mounts inside the sandbox, not the host's shared directories
+    # fresh, private tmpfs mounts inside the sandbox, not the host's shared directories; before the read-only
+    # binds, so a Python or virtual environment that lives under /tmp stays visible above the private /tmp
     size = ["--perms", "1777", "--size", str(layout.tmp_bytes)]  # tmpfs is memory: bound each
     argv += ["--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", "/dev/shm"]  # noqa: S108
     argv += [*size, "--tmpfs", "/tmp", "--dir", "/var/tmp"]  # noqa: S108
+    argv += _parents([*layout.read_only, Path(layout.home_inside)])
+    for path in layout.read_only:
+        argv += ["--ro-bind", str(path), str(path)]
     argv += ["--ro-bind", str(layout.data_dir), "/data", "--bind", str(layout.outputs_dir), "/outputs"]
     argv += ["--bind", str(layout.home_dir), layout.home_inside, "--chdir", layout.home_inside, "--"]
     return argv
@@ -81,7 +82,7 @@ def bwrap_argv(layout: Layout, system: list[str]) -> list[str]:
 def _parents(paths: list[Path]) -> list[str]:
     """``--dir`` with mode 0755 for every directory above a mount point (bubblewrap would make them 0700)."""
     argv: list[str] = []
-    seen = {Path("/")}
+    seen = {Path("/"), Path("/tmp"), Path("/var"), Path("/var/tmp")}  # noqa: S108 - made above; keep their modes
     for path in paths:
         for parent in reversed(path.parents):
             if parent not in seen:
