@@ -7,15 +7,28 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.reference_extract import reference_extract
-from tre.data import ExtractPlan, PseudonymKey, Transform, plan_extract, pseudonym, run_extract
+from tests.support.reference_extract import OUTWARD, reference_extract
+from tre.data import (
+    ExtractCounts,
+    ExtractPlan,
+    PseudonymKey,
+    Transform,
+    _source,
+    plan_extract,
+    pseudonym,
+    run_extract,
+    sha256_file,
+)
+from tre.data._sql import MACROS
 from tre.errors import InputError
+from tre.governance.nhs_number import check_digit, is_valid_nhs_number
 from tre.spec import ApprovedDataset, Condition, Dataset, DatasetRequest
 
 DATASET = Dataset.model_validate(
@@ -41,6 +54,7 @@ DATASET = Dataset.model_validate(
     }
 )
 COLUMNS = [c.name for c in DATASET.spec.columns]
+HEADER = ",".join(COLUMNS) + "\n"
 VALID = ["9434765919", "943 476 5870", "9990000042", "999-000-0271", "9990002584", "9990003459"]
 INVALID = ["9434765918", "12345", "not-a-number", "99900000"]
 KEY_A = PseudonymKey(1, bytes(range(32)))
@@ -76,12 +90,13 @@ def extract(
 ) -> tuple[list[tuple[Any, ...]], Any]:
     source = write_csv(tmp / "episodes.csv", rows)
     output = tmp / "out.parquet"
-    counts = run_extract(
+    result = run_extract(
         plan, source, optouts=write_optouts(tmp / "optouts.parquet", optouts), key=key, output=output, temp_dir=tmp
     )
+    assert result.source_sha256 == sha256_file(source)
     table = pq.read_table(output)
     assert table.column_names == [c.name for c in plan.outputs]
-    return [tuple(r.values()) for r in table.to_pylist()], counts
+    return [tuple(r.values()) for r in table.to_pylist()], result.counts
 
 
 dates = st.dates(min_value=dt.date(1930, 1, 1), max_value=dt.date(2025, 12, 31)).map(dt.date.isoformat)
@@ -236,19 +251,45 @@ def _run(tmp_path: Path, source: Path, plan: ExtractPlan | None = None) -> Path:
         (",".join([*COLUMNS, "shoe_size"]) + "\n", "undeclared shoe_size"),
         (",".join(reversed(COLUMNS)) + "\n", "in another order"),
         ("", "is empty"),
-        (",".join(COLUMNS) + "\n9434765919,A,not-a-date,,LS1 4AP,E11,1,1.0\n", "dataset episodes:"),
-        (",".join(COLUMNS) + "\n9434765919,A,1980-01-01,,LS1 4AP,E11,many,1.0\n", "dataset episodes:"),
-        (",".join(COLUMNS) + "\n9434765919,A,1980-01-01\n", "dataset episodes:"),
+        (HEADER + "9434765919,A,not-a-date,,LS1 4AP,E11,1,1.0\n", "column dob holds a value that is not a valid date"),
+        (
+            HEADER + "9434765919,A,1980-01-01,,LS1 4AP,E11,many,1.0\n",
+            "column stay holds a value that is not a valid integer",
+        ),
+        (HEADER + "9434765919,A,1980-01-01\n", "a row does not have the declared columns (expected 8 columns, got 3)"),
+        (HEADER + '9434765919,"A,1980-01-01,,LS1 4AP,E11,1,1.0\n', "a row does not have the declared columns"),
     ],
 )
 def test_bad_csv_sources_fail_cleanly(tmp_path: Path, content: str, message: str) -> None:
-    """Values are type-checked in every column the extract uses (unused columns are not parsed)."""
+    """Values are type-checked in every column the extract uses (unused columns are not parsed); the error names
+    the column but never quotes the source (it may be patient data)."""
     source = tmp_path / "episodes.csv"
     source.write_text(content)
-    with pytest.raises(InputError, match=message.replace("(", r"\(")) as error:
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
         _run(tmp_path, source, plan_for(["nhs", "dob", "stay"], []))
-    assert "\n" not in str(error.value)
+    assert str(error.value).startswith("dataset episodes: ")
+    for quoted in ("\n", "9434765919", "not-a-date", "many", "LS1 4AP"):
+        assert quoted not in str(error.value)
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_a_bad_value_deep_in_the_file_fails_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error after the first block surfaces through DuckDB; it is reported the same way, and nothing is written."""
+    monkeypatch.setattr(_source, "BLOCK_SIZE", 256)
+    good = "9434765919,A,1980-01-01,,LS1 4AP,E11,1,1.0\n"
+    source = tmp_path / "episodes.csv"
+    source.write_text(HEADER + good * 200 + good.replace(",1,1.0", ",1,high") + good * 10)
+    with pytest.raises(InputError, match=r"^dataset episodes: column value holds a value that is not a valid float$"):
+        _run(tmp_path, source, plan_for(["nhs", "value"], []))
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_non_utf8_values_fail_cleanly(tmp_path: Path) -> None:
+    source = tmp_path / "episodes.csv"
+    good = b"9434765919,A,1980-01-01,,LS1 4AP,E11,1,1.0\n"
+    source.write_bytes(HEADER.encode() + good * 500 + good.replace(b",A,", b",A\xff,"))
+    with pytest.raises(InputError, match="column name holds text that is not UTF-8"):
+        _run(tmp_path, source, plan_for(["nhs", "name"], []))
 
 
 def test_non_utf8_csv_fails_cleanly(tmp_path: Path) -> None:
@@ -276,9 +317,12 @@ def test_parquet_sources_are_read_and_cast(tmp_path: Path) -> None:
             "value": [1.0, 2.0],
         }
     )
-    pq.write_table(table, tmp_path / "episodes.parquet")
-    output = _run(tmp_path, tmp_path / "episodes.parquet", _parquet_plan())
+    source, output = tmp_path / "episodes.parquet", tmp_path / "out.parquet"
+    pq.write_table(table, source)
+    result = run_extract(_parquet_plan(), source, optouts=None, key=KEY_A, output=output, temp_dir=tmp_path)
     assert pq.read_table(output).to_pylist() == [{"nhs": pseudonym(KEY_A.key, "9434765919"), "dob": 1980, "stay": 5}]
+    assert result.counts == ExtractCounts(2, 2, 1, 0, 1)
+    assert result.source_sha256 == sha256_file(source)
 
 
 def test_corrupt_parquet_fails_cleanly(tmp_path: Path) -> None:
@@ -327,3 +371,180 @@ def test_plan_transforms_follow_classification() -> None:
         ApprovedDataset(name="episodes", columns=frozenset({"code"})),
     )
     assert [c.name for c in narrowed.outputs] == ["code"]
+
+
+# ---- one pass over the source: what Arrow's CSV reader must get right -------------------------------------------
+
+
+def _quoted_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS, quoting=csv.QUOTE_ALL)
+        writer.writeheader()
+        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    return path
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(row_strategy, min_size=1, max_size=60),
+    names=st.lists(st.text(alphabet='ab ,"\n\r-', max_size=12), min_size=60, max_size=60),
+)
+def test_quoted_values_spanning_lines_and_blocks_are_read_as_records(
+    tmp_path_factory: pytest.TempPathFactory, rows: list[dict[str, Any]], names: list[str]
+) -> None:
+    """Newlines, quotes and commas inside quoted values, with blocks far smaller than the file: every record is read
+    once (rows read counts records, not lines), and the checksum covers exactly the file's bytes."""
+    tmp = tmp_path_factory.mktemp("quoted")
+    rows = [r | {"name": name} for r, name in zip(rows, names, strict=False)]
+    source = _quoted_csv(tmp / "episodes.csv", rows)
+    plan = plan_for(["nhs", "name", "postcode", "stay"], [])
+    output = tmp / "out.parquet"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_source, "BLOCK_SIZE", 512)
+        result = run_extract(plan, source, optouts=None, key=KEY_A, output=output, temp_dir=tmp)
+    with source.open(newline="") as handle:
+        expected, counts = reference_extract(
+            ({k: v or None for k, v in row.items()} for row in csv.DictReader(handle)), plan, set(), KEY_A.key
+        )
+    got = [tuple(r.values()) for r in pq.read_table(output).to_pylist()]
+    assert sorted(got, key=repr) == sorted(expected, key=repr)
+    assert result.counts.rows_read == counts["read"] == len(rows)
+    assert result.source_sha256 == sha256_file(source)
+
+
+def test_a_byte_order_mark_is_not_a_row(tmp_path: Path) -> None:
+    source = tmp_path / "episodes.csv"
+    source.write_text("\ufeff" + HEADER + "9434765919,A,1980-01-01,,LS1 4AP,E11,1,1.0\n", encoding="utf-8")
+    output = tmp_path / "out.parquet"
+    result = run_extract(
+        plan_for(["nhs", "dob"], []), source, optouts=None, key=KEY_A, output=output, temp_dir=tmp_path
+    )
+    assert result.counts == ExtractCounts(1, 1, 0, 0, 1)
+    assert pq.read_table(output).to_pylist() == [{"nhs": pseudonym(KEY_A.key, "9434765919"), "dob": 1980}]
+
+
+@pytest.mark.parametrize("content", [HEADER, HEADER.rstrip("\n"), HEADER + "\n\n"])
+def test_a_source_with_only_a_header_gives_an_empty_extract(tmp_path: Path, content: str) -> None:
+    source = tmp_path / "episodes.csv"
+    source.write_text(content)
+    output = tmp_path / "out.parquet"
+    result = run_extract(
+        plan_for(["nhs", "dob"], []), source, optouts=None, key=KEY_A, output=output, temp_dir=tmp_path
+    )
+    assert result.counts == ExtractCounts(0, 0, 0, 0, 0)
+    assert result.source_sha256 == sha256_file(source)
+    table = pq.read_table(output)
+    assert (table.num_rows, table.column_names) == (0, ["nhs", "dob"])
+
+
+def test_column_names_never_clash_with_the_pipelines_own(tmp_path: Path) -> None:
+    """Declared names may start with an underscore, or be the names of working tables and their columns."""
+    names = ["nhs", "_valid", "_opted", "_n", "v", "p", "s", "staged"]
+    dataset = Dataset.model_validate(
+        {
+            "metadata": {"name": "odd"},
+            "spec": {
+                "title": "Odd names",
+                "location": "odd.csv",
+                "format": "csv",
+                "owner": "Trust",
+                "identifiability": "identifiable",
+                "columns": [
+                    {"name": "nhs", "classification": "direct-identifier", "nhsNumber": True},
+                    {"name": "_valid", "classification": "other", "type": "boolean"},
+                    {"name": "_opted", "classification": "other"},
+                    {"name": "_n", "classification": "other", "type": "integer"},
+                    {"name": "v", "classification": "direct-identifier"},
+                    {"name": "p", "classification": "other"},
+                    {"name": "s", "classification": "other"},
+                    {"name": "staged", "classification": "other"},
+                ],
+            },
+        }
+    )
+    plan = plan_extract(
+        dataset,
+        DatasetRequest(name="odd", columns=names[1:]),
+        ApprovedDataset(
+            name="odd", columns=frozenset(names), filter=(Condition(column="_valid", op="==", value=True),)
+        ),
+    )
+    source = tmp_path / "odd.csv"
+    source.write_text(",".join(names) + "\n9434765919,false,x,1,a,b,c,d\n9434765919,true,x,1,a,b,c,d\n")
+    output = tmp_path / "out.parquet"
+    result = run_extract(plan, source, optouts=None, key=KEY_A, output=output, temp_dir=tmp_path)
+    assert result.counts == ExtractCounts(2, 1, 0, 0, 1)
+    row = dict(zip(names[1:], (True, "x", 1, pseudonym(KEY_A.key, "a"), "b", "c", "d"), strict=True))
+    assert pq.read_table(output).to_pylist() == [row]
+
+
+def test_booleans_are_read_as_duckdb_reads_them(tmp_path: Path) -> None:
+    dataset = Dataset.model_validate(
+        {
+            "metadata": {"name": "flags"},
+            "spec": {
+                "title": "Flags",
+                "location": "flags.csv",
+                "format": "csv",
+                "owner": "Trust",
+                "identifiability": "pseudonymised",
+                "columns": [{"name": "flag", "classification": "other", "type": "boolean"}],
+            },
+        }
+    )
+    plan = plan_extract(
+        dataset,
+        DatasetRequest(name="flags", columns=["flag"]),
+        ApprovedDataset(name="flags", columns=frozenset({"flag"})),
+    )
+    # a blank line is no record at all (as in Python's csv module), so an empty value in a one-column file is quoted
+    spellings = ["true", "True", "T", "yes", "Y", "1", "false", "FALSE", "f", "No", "n", "0", '""']
+    source = tmp_path / "flags.csv"
+    source.write_text("flag\n" + "\n".join(spellings) + "\n")
+    output = tmp_path / "out.parquet"
+    run_extract(plan, source, optouts=None, key=KEY_A, output=output, temp_dir=tmp_path)
+    assert pq.read_table(output).column("flag").to_pylist() == [True] * 6 + [False] * 6 + [None]
+    source.write_text("flag\ntrue\nmaybe\n")
+    with pytest.raises(InputError, match="column flag holds a value that is not a valid boolean"):
+        run_extract(plan, source, optouts=None, key=KEY_A, output=output, temp_dir=tmp_path)
+
+
+# ---- the SQL forms of the rules agree with the plain Python ones -------------------------------------------------
+
+
+def _sql_values(expression: str, values: list[str]) -> list[Any]:
+    con = duckdb.connect()
+    for macro in MACROS:
+        con.execute(macro)
+    rows = con.execute(
+        f"SELECT {expression} FROM (SELECT unnest($v) AS x, generate_subscripts($v, 1) AS i) ORDER BY i", {"v": values}
+    )
+    return [r[0] for r in rows.fetchall()]
+
+
+def _with_check_digit(nine: int) -> str:
+    digits = f"{nine:09d}"
+    check = check_digit(digits)
+    return digits + str(check if check is not None else 0)
+
+
+nhs_like = st.one_of(
+    st.integers(0, 999_999_999).map(_with_check_digit),  # right check digit, or the impossible remainder 10
+    st.integers(0, 9_999_999_999).map(lambda n: f"{n:010d}"),
+    st.text(alphabet="0123456789 -x+.", max_size=14),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(nhs_like, min_size=1, max_size=50))
+def test_nhs_number_check_in_sql_is_modulus_11(values: list[str]) -> None:
+    got = _sql_values("nhs_number_ok(nhs_ten_digits(nhs_normalised(x)))", values)
+    normalised = [v.replace(" ", "").replace("-", "") for v in values]
+    assert got == [n.isdigit() and is_valid_nhs_number(n) for n in normalised]
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.text(alphabet="LSWAMEls0123456789 ", max_size=10), min_size=1, max_size=50))
+def test_outward_code_in_sql_agrees_with_the_reference(values: list[str]) -> None:
+    got = _sql_values("outward_code(x)", values)
+    assert got == [m.group(1) if (m := OUTWARD.match(v.strip().upper())) else None for v in values]

@@ -11,7 +11,7 @@ from tre.data import ExtractPlan, Transform, pseudonym
 from tre.governance.nhs_number import is_valid_nhs_number
 from tre.spec import ColumnType, Condition, Operator
 
-_OUTWARD = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?) ?[0-9][A-Z]{2}$")
+OUTWARD = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?) ?[0-9][A-Z]{2}$")
 _PARSE = {
     ColumnType.STRING: str,
     ColumnType.INTEGER: int,
@@ -58,7 +58,7 @@ def _transform(transform: Transform, value: Any, key: bytes, *, nhs: bool) -> An
         case Transform.MONTH:
             return f"{value.year:04d}-{value.month:02d}"
         case Transform.OUTWARD_CODE:
-            match = _OUTWARD.match(value.strip().upper())
+            match = OUTWARD.match(value.strip().upper())
             return match.group(1) if match else None
         case _:
             return value

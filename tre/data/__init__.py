@@ -4,7 +4,14 @@ Provisioning (which needs the store) is in ``tre.data.provision``, so the pipeli
 
 from tre.data._keys import KeyProvider, PseudonymKey, hmac_pads, pseudonym
 from tre.data._optout import ParsedOptOuts, parse_optout_file
-from tre.data._pipeline import EngineLimits, ExtractCounts, check_source_columns, run_extract, sha256_file
+from tre.data._pipeline import (
+    EngineLimits,
+    ExtractCounts,
+    ExtractResult,
+    check_source_columns,
+    run_extract,
+    sha256_file,
+)
 from tre.data._plan import ExtractPlan, OutputColumn, Transform, plan_extract, transform_for
 from tre.data._synthetic import SyntheticFiles, episodes_table, write_demo_data
 
@@ -12,6 +19,7 @@ __all__ = [
     "EngineLimits",
     "ExtractCounts",
     "ExtractPlan",
+    "ExtractResult",
     "KeyProvider",
     "OutputColumn",
     "ParsedOptOuts",

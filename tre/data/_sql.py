@@ -24,17 +24,27 @@ _COMPARISONS = {
     Operator.GE: ">=",
 }
 
-_WEIGHTED_SUM = " + ".join(f"TRY_CAST(substr(x, {i}, 1) AS INTEGER) * {11 - i}" for i in range(1, 10))
-# The Modulus 11 check digit of a normalised string x: 11 - (weighted sum mod 11); 11 means 0, 10 means no valid number.
+_WEIGHTED_SUM = " + ".join(f"n // {10 ** (10 - i)} % 10 * {11 - i}" for i in range(1, 11))
+# Modulus 11: a ten-digit number is valid when the sum of its digits weighted 10, 9, ..., 2 and (the check digit) 1 is
+# a multiple of 11. Equivalent to the textbook rule: check digit = 11 - (weighted sum of the first nine mod 11), where
+# 11 means 0 and 10 means that no valid number starts with those nine digits.
 NHS_MACROS = (
-    f"CREATE OR REPLACE TEMP MACRO nhs_check(x) AS 11 - ({_WEIGHTED_SUM}) % 11",
-    "CREATE OR REPLACE TEMP MACRO nhs_valid(x) AS coalesce(regexp_full_match(x, '[0-9]{10}') "
-    "AND nhs_check(x) <> 10 AND nhs_check(x) % 11 = TRY_CAST(substr(x, 10, 1) AS INTEGER), false)",
+    "CREATE OR REPLACE TEMP MACRO nhs_normalised(x) AS replace(replace(x, ' ', ''), '-', '')",
+    "CREATE OR REPLACE TEMP MACRO nhs_ten_digits(x) AS "
+    "CASE WHEN regexp_full_match(x, '[0-9]{10}') THEN CAST(x AS BIGINT) END",
+    f"CREATE OR REPLACE TEMP MACRO nhs_number_ok(n) AS coalesce(({_WEIGHTED_SUM}) % 11 = 0, false)",
 )
 HMAC_MACRO = (
     "CREATE OR REPLACE TEMP MACRO tre_hmac(v, ipad, opad) AS left(sha256(opad || unhex(sha256(ipad || encode(v)))), 32)"
 )
-OUTWARD_CODE = r"nullif(regexp_extract(upper(trim({c})), '^([A-Z]{{1,2}}[0-9][A-Z0-9]?) ?[0-9][A-Z]{{2}}$', 1), '')"
+# A UK postcode is its outward code, an optional space, and a three-character inward code (digit, two letters).
+_POSTCODE = "[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}"
+OUTWARD_MACROS = (
+    "CREATE OR REPLACE TEMP MACRO outward_of(u) AS "
+    f"CASE WHEN regexp_full_match(u, '{_POSTCODE}') THEN rtrim(left(u, length(u) - 3)) END",
+    "CREATE OR REPLACE TEMP MACRO outward_code(x) AS outward_of(upper(trim(x)))",
+)
+MACROS = (*NHS_MACROS, HMAC_MACRO, *OUTWARD_MACROS)
 
 
 def quote(name: str) -> str:
@@ -75,85 +85,95 @@ def filter_sql(plan: ExtractPlan, params: Parameters) -> str:
     return "coalesce(" + " AND ".join(f"({p})" for p in parts) + ", false)"
 
 
-def source_sql(plan: ExtractPlan, path_param: str) -> str:
-    """The source read with the declared types (CSV) or cast to them (Parquet)."""
-    if plan.format == "csv":
-        columns = "{" + ", ".join(f"'{name}': '{SQL_TYPES[kind]}'" for name, kind in plan.declared) + "}"
-        return (
-            f"read_csv({path_param}, header = true, columns = {columns}, auto_detect = false, "
-            "strict_mode = true, null_padding = false)"
-        )
+def parquet_source_sql(plan: ExtractPlan, path_param: str) -> str:
+    """A Parquet source with its columns cast to the declared types."""
     casts = ", ".join(f"CAST({quote(n)} AS {SQL_TYPES[k]}) AS {quote(n)}" for n, k in plan.declared)
     return f"(SELECT {casts} FROM read_parquet({path_param}))"
 
 
-def staged_sql(plan: ExtractPlan, params: Parameters, path_param: str) -> str:
-    """One pass over the source keeping only rows that match the filter, with their NHS number checks."""
-    keep = filter_sql(plan, params)
-    needed = sorted({c.name for c in plan.outputs})
-    carried = ", ".join(quote(n) for n in needed) or "NULL AS _none"
+def source_columns_used(plan: ExtractPlan) -> list[str]:
+    """The columns the extract reads, in declared order: the output, the filter and the NHS number columns."""
+    used = {c.name for c in plan.outputs} | {c.column for c in plan.filter}
     if plan.nhs_number_column:
-        nhs = identifier_sql(plan.nhs_number_column, plan)
-        flags = f"nhs_valid({nhs}) AS _valid, TRY_CAST({nhs} AS BIGINT) IN (SELECT nhs_number FROM optouts) AS _opted"
-    else:
-        flags = "true AS _valid, false AS _opted"
-    return f"CREATE TEMP TABLE staged AS SELECT {flags}, {carried} FROM {source_sql(plan, path_param)} WHERE {keep}"
+        used.add(plan.nhs_number_column)
+    return [name for name, _ in plan.declared if name in used]
 
 
-def rows_read_sql(plan: ExtractPlan, path_param: str) -> str:
-    """Every record in the source, parsed but not converted (no column is projected)."""
-    return f"SELECT count(*) FROM {source_sql(plan, path_param)}"
-
-
-KEPT = "_valid AND NOT coalesce(_opted, false)"
+# Working columns of the staged table. '#' cannot occur in a declared column name, so these never clash with one.
+VALID, OPTED, NUMBER = quote("#valid"), quote("#opted"), quote("#nhs")
+KEPT = f"{VALID} AND NOT coalesce({OPTED}, false)"
 COUNTS_SQL = (
-    "SELECT count(*), coalesce(count_if(NOT _valid), 0), coalesce(count_if(_valid AND coalesce(_opted, false)), 0), "
-    f"coalesce(count_if({KEPT}), 0) FROM staged"
+    f"SELECT count(*), coalesce(count_if(NOT {VALID}), 0), "
+    f"coalesce(count_if({VALID} AND coalesce({OPTED}, false)), 0), coalesce(count_if({KEPT}), 0) FROM staged"
 )
+
+
+def _by_number(column: str, plan: ExtractPlan) -> bool:
+    """The NHS number is pseudonymised from its ten digits, kept in the staged table as a number."""
+    return column == plan.nhs_number_column
+
+
+def _staged_expression(column: OutputColumn, plan: ExtractPlan) -> str | None:
+    """A column as it is staged: generalised already; a direct identifier as it is (the NHS number not at all: its
+    normalised number is staged instead)."""
+    name = quote(column.name)
+    match column.transform:
+        case Transform.PSEUDONYMISE:
+            return None if _by_number(column.name, plan) else name
+        case Transform.YEAR:
+            return f"CAST(year({name}) AS INTEGER) AS {name}"
+        case Transform.MONTH:
+            return f"strftime({name}, '%Y-%m') AS {name}"
+        case Transform.OUTWARD_CODE:
+            return f"outward_code({name}) AS {name}"
+        case _:
+            return name
+
+
+def staged_sql(plan: ExtractPlan, params: Parameters, source: str) -> str:
+    """One pass over the source keeping only rows that match the filter, with their NHS number checks, and their
+    quasi-identifiers generalised."""
+    keep = filter_sql(plan, params)
+    carried = [e for e in (_staged_expression(c, plan) for c in plan.outputs) if e is not None]
+    if plan.nhs_number_column:
+        nhs = f"nhs_normalised(CAST({quote(plan.nhs_number_column)} AS VARCHAR))"
+        # computed once in the inner query: the check refers to the number ten times
+        number = f"nhs_ten_digits({nhs}) AS {NUMBER}"
+        flags = f"nhs_number_ok({NUMBER}) AS {VALID}, {NUMBER} IN (SELECT nhs_number FROM optouts) AS {OPTED}"
+    else:
+        number, flags = f"NULL::BIGINT AS {NUMBER}", f"true AS {VALID}, false AS {OPTED}"
+    matching = f"SELECT {number}, * FROM {source} WHERE {keep}"
+    return f"CREATE TEMP TABLE staged AS SELECT {', '.join([flags, NUMBER, *carried])} FROM ({matching})"
 
 
 def map_table(column: str) -> str:
     return quote(f"map_{column}")
 
 
-def identifier_sql(column: str, plan: ExtractPlan, table: str = "") -> str:
-    """The value a direct identifier is pseudonymised from: the NHS number normalised (so spacing does not
-    change a patient's pseudonym), any other identifier as text."""
-    qualified = f"{table}.{quote(column)}" if table else quote(column)
-    if column == plan.nhs_number_column:
-        return f"regexp_replace(CAST({qualified} AS VARCHAR), '[ -]', '', 'g')"
-    return f"CAST({qualified} AS VARCHAR)"
+def _identifier(column: str, plan: ExtractPlan, table: str) -> str:
+    """The staged value a direct identifier's pseudonym is keyed on."""
+    return f"{table}.{NUMBER}" if _by_number(column, plan) else f"CAST({table}.{quote(column)} AS VARCHAR)"
 
 
 def pseudonym_map_sql(column: str, plan: ExtractPlan) -> str:
-    """Distinct values of a direct identifier among kept rows, each hashed once."""
-    values = f"SELECT DISTINCT {identifier_sql(column, plan)} AS v FROM staged WHERE {KEPT}"
-    return (
-        f"CREATE TEMP TABLE {map_table(column)} AS SELECT v, tre_hmac(v, $ipad, $opad) AS p "
-        f"FROM ({values} AND {quote(column)} IS NOT NULL)"
-    )
+    """Distinct values of a direct identifier among kept rows, each hashed once.
 
-
-def _output_expression(column: OutputColumn) -> str:
-    name = quote(column.name)
-    match column.transform:
-        case Transform.PSEUDONYMISE:
-            return f"{map_table(column.name)}.p AS {name}"
-        case Transform.YEAR:
-            return f"CAST(year(s.{name}) AS INTEGER) AS {name}"
-        case Transform.MONTH:
-            return f"strftime(s.{name}, '%Y-%m') AS {name}"
-        case Transform.OUTWARD_CODE:
-            return OUTWARD_CODE.format(c=f"s.{name}") + f" AS {name}"
-        case _:
-            return f"s.{name}"
+    The NHS number is hashed in its normalised form, its ten digits (so spacing never changes a patient's
+    pseudonym); any other identifier as text."""
+    value = _identifier(column, plan, "s")
+    text = "lpad(CAST(v AS VARCHAR), 10, '0')" if _by_number(column, plan) else "v"
+    values = f"SELECT DISTINCT {value} AS v FROM staged s WHERE {KEPT} AND {value} IS NOT NULL"
+    return f"CREATE TEMP TABLE {map_table(column)} AS SELECT v, tre_hmac({text}, $ipad, $opad) AS p FROM ({values})"
 
 
 def output_sql(plan: ExtractPlan) -> str:
     """The extract: kept rows, approved columns, identifiers replaced by their pseudonyms."""
-    selects = ", ".join(_output_expression(c) for c in plan.outputs)
+    selects = ", ".join(
+        f"{map_table(c.name)}.p AS {quote(c.name)}" if c.transform is Transform.PSEUDONYMISE else f"s.{quote(c.name)}"
+        for c in plan.outputs
+    )
     joins = " ".join(
-        f"LEFT JOIN {map_table(c.name)} ON {map_table(c.name)}.v = {identifier_sql(c.name, plan, 's')}"
+        f"LEFT JOIN {map_table(c.name)} ON {map_table(c.name)}.v = {_identifier(c.name, plan, 's')}"
         for c in plan.outputs
         if c.transform is Transform.PSEUDONYMISE
     )

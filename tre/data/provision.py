@@ -153,11 +153,10 @@ def _extract_one(
     data: DataServices,
 ) -> dict[str, Any]:
     source = _source_path(plan, work, data)
-    source_sha256 = sha256_file(source)
     output = work / f"{plan.dataset}.parquet"
     limits_dir = work / "spill"
     limits_dir.mkdir(exist_ok=True)
-    counts = run_extract(plan, source, optouts=optouts, key=key, output=output, temp_dir=limits_dir, limits=data.limits)
+    result = run_extract(plan, source, optouts=optouts, key=key, output=output, temp_dir=limits_dir, limits=data.limits)
     output_sha256 = sha256_file(output)
     info = data.objects.put_file(prefix + output.name, output)
     output.unlink()
@@ -167,10 +166,10 @@ def _extract_one(
         "source": {
             "location": plan.location,
             "format": plan.format,
-            "sha256": source_sha256,
+            "sha256": result.source_sha256,
             "generation": inputs.dataset_generations[plan.dataset],
         },
-        **_counts(counts),
+        **_counts(result.counts),
         "columns": [{"name": c.name, "transform": c.transform.value} for c in plan.outputs],
         "pseudonymisedColumns": list(plan.pseudonymised),
         "filter": [c.model_dump(mode="json") for c in plan.filter],
