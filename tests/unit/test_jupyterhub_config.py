@@ -301,6 +301,13 @@ def kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         )
     )
     monkeypatch.setenv("KUBECONFIG", str(path))
+    # kubernetes_asyncio reads KUBECONFIG once, at import, and kubespawner caches the loaded configuration: point
+    # both at this file, whatever another test set when they were first used in this process
+    import kubernetes_asyncio.config.kube_config as kube_config
+    from kubespawner import clients
+
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
+    clients.load_config.cache_clear()
 
 
 def workspace_pod(hub: ModuleType, values: dict[str, Any], user: str, project: str) -> tuple[dict[str, Any], Any]:
