@@ -251,13 +251,19 @@ def _run(tmp_path: Path, source: Path, plan: ExtractPlan | None = None) -> Path:
         (",".join([*COLUMNS, "shoe_size"]) + "\n", "undeclared shoe_size"),
         (",".join(reversed(COLUMNS)) + "\n", "in another order"),
         ("", "is empty"),
-        (HEADER + "9434765919,A,not-a-date,,LS1 4AP,E11,1,1.0\n", "column dob holds a value that is not a valid date"),
+        (
+            HEADER + "9434765919,A,not-a-date,,LS1 4AP,E11,1,1.0\n",
+            "row 2 (the header is row 1): column dob holds a value",
+        ),
         (
             HEADER + "9434765919,A,1980-01-01,,LS1 4AP,E11,many,1.0\n",
             "column stay holds a value that is not a valid integer",
         ),
-        (HEADER + "9434765919,A,1980-01-01\n", "a row does not have the declared columns (expected 8 columns, got 3)"),
-        (HEADER + '9434765919,"A,1980-01-01,,LS1 4AP,E11,1,1.0\n', "a row does not have the declared columns"),
+        (
+            HEADER + "9434765919,A,1980-01-01\n",
+            "row 2 (the header is row 1): the row does not have the declared columns",
+        ),
+        (HEADER + '9434765919,"A,1980-01-01,,LS1 4AP,E11,1,1.0\n', "the row does not have the declared columns"),
     ],
 )
 def test_bad_csv_sources_fail_cleanly(tmp_path: Path, content: str, message: str) -> None:
@@ -279,7 +285,10 @@ def test_a_bad_value_deep_in_the_file_fails_cleanly(tmp_path: Path, monkeypatch:
     good = "9434765919,A,1980-01-01,,LS1 4AP,E11,1,1.0\n"
     source = tmp_path / "episodes.csv"
     source.write_text(HEADER + good * 200 + good.replace(",1,1.0", ",1,high") + good * 10)
-    with pytest.raises(InputError, match=r"^dataset episodes: column value holds a value that is not a valid float$"):
+    message = (
+        r"^dataset episodes: row 202 \(the header is row 1\): column value holds a value that is not a valid float$"
+    )
+    with pytest.raises(InputError, match=message):
         _run(tmp_path, source, plan_for(["nhs", "value"], []))
     assert not (tmp_path / "out.parquet").exists()
 

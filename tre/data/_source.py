@@ -106,7 +106,8 @@ class CsvSource:
 def _csv_options(plan: ExtractPlan, columns: list[str]) -> dict[str, Any]:
     declared = [name for name, _ in plan.declared]
     return {
-        "read_options": pacsv.ReadOptions(column_names=declared, skip_rows=1, block_size=BLOCK_SIZE),
+        # parsed on the DuckDB thread that asks for the next batch, so EngineLimits.threads bounds the whole extract
+        "read_options": pacsv.ReadOptions(column_names=declared, skip_rows=1, block_size=BLOCK_SIZE, use_threads=False),
         "parse_options": pacsv.ParseOptions(newlines_in_values=True),
         "convert_options": pacsv.ConvertOptions(
             column_types={name: ARROW_TYPES[plan.declared_type(name)] for name in columns},
@@ -126,17 +127,24 @@ def _has_no_records(path: Path) -> bool:
         return not first.endswith((b"\n", b"\r")) and not handle.read(1)
 
 
-_CONVERSION = re.compile(r"In CSV column #(\d+): CSV conversion error to [^:]+: (invalid value|invalid UTF8 data)")
-_PARSE = re.compile(r"CSV parse error: (Expected \d+ columns, got \d+)")
+_ROW = r"(?:Row #(?P<row>\d+): )?"
+_CONVERSION = re.compile(
+    rf"In CSV column #(?P<column>\d+): {_ROW}CSV conversion error to [^:]+: (?P<what>invalid value|invalid UTF8 data)"
+)
+_PARSE = re.compile(rf"CSV parse error: {_ROW}(?P<what>Expected \d+ columns, got \d+)")
 
 
 def describe_csv_error(plan: ExtractPlan, error: pa.ArrowException) -> str:
     """Arrow's message without the values it quotes (they may be patient data)."""
     text = str(error)
     if match := _CONVERSION.match(text):
-        name, kind = plan.declared[int(match.group(1))]
-        what = "text that is not UTF-8" if "UTF8" in match.group(2) else f"a value that is not a valid {kind.value}"
-        return f"column {name} holds {what}"
+        name, kind = plan.declared[int(match["column"])]
+        what = "text that is not UTF-8" if "UTF8" in match["what"] else f"a value that is not a valid {kind.value}"
+        return f"{_where(match['row'])}column {name} holds {what}"
     if match := _PARSE.match(text):
-        return f"a row does not have the declared columns ({match.group(1).lower()})"
+        return f"{_where(match['row'])}the row does not have the declared columns ({match['what'].lower()})"
     return "not a readable CSV file"
+
+
+def _where(row: str | None) -> str:
+    return f"row {row} (the header is row 1): " if row else ""
