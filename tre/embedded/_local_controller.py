@@ -26,6 +26,7 @@ from tre.errors import TreError
 from tre.services import Actor
 from tre.storage import ObjectStore
 from tre.store import Store, Unit
+from tre.workspaces._access import workspaces_to_stop
 
 log = logging.getLogger(__name__)
 CONTROLLER = Actor.operator("tre-controller")
@@ -100,13 +101,9 @@ class LocalController:
         assert self.hub is not None
         running = self.hub.running()
         with self.store.transaction(write=False) as unit:
-            closed = [
-                (user, project)
-                for user, project in running
-                if not services.user_can_use_workspace(unit, user, project, today=today)
-            ]
-        for user, project in closed:
-            log.warning("stopping %s's workspace: project %s may no longer be used by them", user, project)
+            closed = workspaces_to_stop(unit, running, today)
+        for user, project, reason in closed:
+            log.warning("stopping %s's workspace of %s: %s", user, project, reason)
             self.hub.stop(user)
 
     @staticmethod

@@ -18,7 +18,6 @@ from tre.services._projects import (
 )
 from tre.services._register import transparency_register
 from tre.services._users import TOKEN_PREFIX, accredit_user, add_user, authenticate, create_token, get_user
-from tre.services._workspaces import check_user_can_use_workspace, user_can_use_workspace, workspace_projects
 
 __all__ = [
     "TOKEN_PREFIX",
@@ -33,7 +32,6 @@ __all__ = [
     "approve_project",
     "authenticate",
     "check_actor_is_admin",
-    "check_user_can_use_workspace",
     "check_user_can_view_project",
     "create_token",
     "get_project",
@@ -44,8 +42,6 @@ __all__ = [
     "register_dataset",
     "timestamp",
     "transparency_register",
-    "user_can_use_workspace",
     "user_can_view_project",
     "utcnow",
-    "workspace_projects",
 ]
