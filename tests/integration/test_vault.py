@@ -2,37 +2,18 @@
 
 from __future__ import annotations
 
-import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import hvac  # type: ignore[import-untyped]
 import hvac.exceptions  # type: ignore[import-untyped]
 import pytest
 
+from tests.integration.conftest import unique
 from tests.support import openbao
 from tre.clients.vault import PseudonymKey, VaultClient
 from tre.errors import InputError, NotFoundError, PermissionDeniedError, TemporaryError
-
-
-@pytest.fixture
-def vault(bao: openbao.OpenBaoServer) -> Iterator[VaultClient]:
-    with VaultClient(bao.url, bao.root_token) as client:
-        yield client
-
-
-@pytest.fixture
-def root(bao: openbao.OpenBaoServer) -> Iterator[Any]:
-    """A raw hvac client with the root token, to look behind the adapter."""
-    client = hvac.Client(url=bao.url, token=bao.root_token)
-    yield client
-    client.adapter.close()
-
-
-def unique(prefix: str) -> str:
-    """A project name no other test uses: the server is shared by the whole session."""
-    return f"{prefix}-{secrets.token_hex(4)}"
 
 
 def test_ready_and_kv_mounts_are_idempotent(vault: VaultClient, bao: openbao.OpenBaoServer, root: Any) -> None:

@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
 from typing import Any
 
 import hvac  # type: ignore[import-untyped]
 import pytest
 
+from tests.integration.conftest import unique
 from tests.support import openbao
 from tre.clients.vault import VaultClient
 from tre.errors import InputError, PermissionDeniedError
 
 DUMMY_CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-
-
-@pytest.fixture
-def vault(bao: openbao.OpenBaoServer) -> Iterator[VaultClient]:
-    with VaultClient(bao.url, bao.root_token) as client:
-        yield client
-
-
-@pytest.fixture
-def root(bao: openbao.OpenBaoServer) -> Iterator[Any]:
-    client = hvac.Client(url=bao.url, token=bao.root_token)
-    yield client
-    client.adapter.close()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(4)}"
 
 
 def ensure(vault: VaultClient, project: str, mount: str, **kwargs: Any) -> bool:
