@@ -319,6 +319,7 @@ def test_sigterm_stops_everything_and_a_restart_resumes_with_data_intact(tre_up:
 
 def test_a_killed_up_takes_its_children_and_the_next_up_recovers(tre_up: Running) -> None:
     pids = json.loads((tre_up.home / "run" / "pids.json").read_text())
+    assert set(pids) == {"OpenBao", "airlock API", "JupyterHub"}  # every child is recorded for leftover clean-up
     tre_up.process.kill()
     tre_up.process.wait(timeout=30)
     deadline = time.monotonic() + 30

@@ -7,15 +7,10 @@ config can be shown to anyone. The proxy is the Python configurable-http-proxy, 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from tre.embedded._layout import Layout, Ports
-from tre.embedded._process import Child
-from tre.errors import InputError
+from tre.embedded._process import Child, installed_command
 
 AIRLOCK_SERVICE = "airlock"
 CONTROLLER_SERVICE = "tre-controller"
@@ -32,13 +27,6 @@ class HubSettings:
     public_ip: str = "127.0.0.1"
     spawner_class: str = "tre.workspaces.local_spawner.SandboxSpawner"
     spawner_config: tuple[tuple[str, object], ...] = ()
-
-
-def _binary(name: str) -> str:
-    found = shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    if found is None:
-        raise InputError(f"the '{name}' command is not installed: run the README's setup ('make setup')")
-    return found
 
 
 def config_text(settings: HubSettings) -> str:
@@ -69,7 +57,7 @@ c.JupyterHub.cookie_secret = bytes.fromhex(secrets["cookie_secret"])
 c.JupyterHub.pid_file = {str(layout.run / "jupyterhub.pid")!r}
 c.JupyterHub.cleanup_servers = True
 c.JupyterHub.cleanup_proxy = True
-c.ConfigurableHTTPProxy.command = [{_binary("configurable-http-proxy")!r}]
+c.ConfigurableHTTPProxy.command = [{installed_command("configurable-http-proxy")!r}]
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{ports.proxy_api}"
 c.ConfigurableHTTPProxy.auth_token = secrets["proxy_auth_token"]
 c.ConfigurableHTTPProxy.should_start = True
@@ -96,5 +84,5 @@ def hub_child(settings: HubSettings, env: dict[str, str]) -> Child:
     config = layout.hub / "jupyterhub_config.py"
     config.write_text(config_text(settings), encoding="utf-8")
     config.chmod(0o600)
-    argv = [_binary("jupyterhub"), "-f", str(config)]
+    argv = [installed_command("jupyterhub"), "-f", str(config)]
     return Child("JupyterHub", argv, layout.logs / "jupyterhub.log", env=env, cwd=layout.hub)

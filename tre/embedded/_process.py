@@ -10,15 +10,17 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tre.errors import TemporaryError
+from tre.errors import InputError, TemporaryError
 
 _PR_SET_PDEATHSIG = 1
 STOP_GRACE_SECONDS = 10.0
@@ -84,6 +86,14 @@ class Child:
 def _signal_group(pid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signum)
+
+
+def installed_command(name: str) -> str:
+    """A command installed with the TRE, preferring its own environment's ``bin``; InputError if missing."""
+    found = shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if found is None:
+        raise InputError(f"the '{name}' command is not installed: run the README's setup ('make setup')")
+    return found
 
 
 def http_ok(url: str, timeout: float = 1.0) -> Callable[[], bool]:

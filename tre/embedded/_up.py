@@ -27,7 +27,7 @@ from tre.data.provision import DataServices
 from tre.embedded._hub import CONTROLLER_SERVICE, HubSettings, hub_child
 from tre.embedded._layout import Layout, Ports, check_ports_free, hub_secrets, write_private_json
 from tre.embedded._local_controller import HubServers, LocalController, run_forever
-from tre.embedded._openbao import start_openbao
+from tre.embedded._openbao import openbao_child, prepare_openbao
 from tre.embedded._pids import exclusive, record, stop_leftovers
 from tre.embedded._process import Child, http_ok
 from tre.embedded._seed import DemoUser, seed_demo
@@ -57,8 +57,10 @@ class _Running:
     layout: Layout
     children: list[Child] = field(default_factory=list)
 
-    def add(self, child: Child) -> Child:
+    def start(self, child: Child) -> Child:
+        """Start the child, owned from now on (stopped with the rest), and record its pid for leftover clean-up."""
         self.children.append(child)
+        child.start()
         record(self.layout, {c.name: c.process.pid for c in self.children if c.process is not None})
         return child
 
@@ -115,8 +117,9 @@ def _start(
 ) -> dict[str, Any]:
     hub_address = str(host.hub_address)
     objects = open_object_store((layout.home / "objects").as_uri())
-    bao, vault_url = start_openbao(layout, options.ports.vault, options.ports.vault_cluster, hub_address)
-    running.add(bao)
+    ports = options.ports
+    bao = running.start(openbao_child(layout, ports.vault, ports.vault_cluster, hub_address))
+    vault_url = prepare_openbao(bao, layout, ports.vault)
     users = seed_demo(layout, store, objects, now=utcnow()) if options.demo else []
     env = _environment(layout, vault_url)
     _start_airlock(options, layout, env, running, hub_address)
@@ -154,8 +157,7 @@ def _start_airlock(
     hub_api = f"http://{hub_address}:{options.ports.hub_api}/hub/api"
     argv = [sys.executable, "-m", "tre.embedded.airlock_server", "--host", hub_address]
     argv += ["--port", str(options.ports.airlock), "--hub-api", hub_api]
-    child = running.add(Child("airlock API", argv, layout.logs / "airlock.log", env=env))
-    child.start()
+    child = running.start(Child("airlock API", argv, layout.logs / "airlock.log", env=env))
     child.wait_ready(http_ok(f"http://{hub_address}:{options.ports.airlock}/healthz"), START_TIMEOUT)
 
 
@@ -177,8 +179,7 @@ def _start_hub(
     settings = HubSettings(
         layout, ports, store.url, hub_address=hub_address, public_ip=options.public_ip, spawner_config=spawner
     )
-    child = running.add(hub_child(settings, env))
-    child.start()
+    child = running.start(hub_child(settings, env))
     child.wait_ready(http_ok(f"http://{hub_address}:{ports.hub_api}/hub/health"), START_TIMEOUT)
     child.wait_ready(http_ok(f"http://127.0.0.1:{options.ports.hub}/hub/health"), START_TIMEOUT)
 
