@@ -201,3 +201,33 @@ def test_a_second_up_on_one_home_is_refused(tmp_path: Path) -> None:
 def test_the_packaged_demo_declarations_are_the_examples(name: str) -> None:
     packaged = (REPO / "tre" / "embedded" / "demo" / name).read_text()
     assert packaged == (REPO / "examples" / name).read_text(), f"copy examples/{name} to tre/embedded/demo/"
+
+
+def test_a_server_that_dies_while_starting_is_named_with_its_log(tmp_path: Path) -> None:
+    from tre.embedded._process import Child
+
+    child = Child("OpenBao", ["sh", "-c", "echo 'storage: permission denied' >&2; exit 3"], tmp_path / "bao.log")
+    child.start()
+    with pytest.raises(TemporaryError, match=f"OpenBao exited while starting; see {tmp_path / 'bao.log'}"):
+        child.wait_ready(lambda: False, timeout=30)
+    assert "permission denied" in (tmp_path / "bao.log").read_text()
+
+
+def test_a_server_that_never_answers_is_stopped_after_its_timeout(tmp_path: Path) -> None:
+    from tre.embedded._process import Child
+
+    child = Child("JupyterHub", ["sleep", "60"], tmp_path / "hub.log")
+    child.start()
+    try:
+        with pytest.raises(TemporaryError, match="JupyterHub was not ready after 1 s"):
+            child.wait_ready(lambda: False, timeout=1)
+    finally:
+        child.stop(grace=2)
+    assert not child.running()
+
+
+def test_a_missing_command_is_named_with_the_setup_to_run() -> None:
+    from tre.embedded._process import installed_command
+
+    with pytest.raises(InputError, match="'no-such-tre-command' command is not installed: run the README's setup"):
+        installed_command("no-such-tre-command")
