@@ -2,6 +2,7 @@
 
 Provisioning (which needs the store) is in ``tre.data.provision``, so the pipeline imports light."""
 
+from tre.data._export import ExportedExtract, export_extract
 from tre.data._keys import KeyProvider, PseudonymKey, hmac_pads, pseudonym
 from tre.data._optout import ParsedOptOuts, parse_optout_file
 from tre.data._pipeline import (
@@ -17,6 +18,7 @@ from tre.data._synthetic import SyntheticFiles, episodes_table, write_demo_data
 
 __all__ = [
     "EngineLimits",
+    "ExportedExtract",
     "ExtractCounts",
     "ExtractPlan",
     "ExtractResult",
@@ -28,6 +30,7 @@ __all__ = [
     "Transform",
     "check_source_columns",
     "episodes_table",
+    "export_extract",
     "hmac_pads",
     "parse_optout_file",
     "plan_extract",
