@@ -12,8 +12,9 @@ from tre import services
 from tre.cli._context import current_actor, load_settings, now, open_store, transaction
 from tre.cli._output import Output, OutputOption, print_json, print_table
 from tre.errors import InputError, NotFoundError
-from tre.services import check_actor_is_admin
+from tre.services import Actor, check_actor_is_admin
 from tre.storage import ObjectStore, open_object_store
+from tre.store import Store
 
 if TYPE_CHECKING:
     from tre.data.provision import DataServices
@@ -88,16 +89,30 @@ def list_optouts(output: OutputOption = Output.TABLE) -> None:
 def provision(
     project: Annotated[str | None, typer.Argument(help="The project to provision.")] = None,
     stale: Annotated[bool, typer.Option("--stale", help="Re-provision every project whose extract is stale.")] = False,
+    to: Annotated[
+        Path | None,
+        typer.Option(
+            "--to",
+            help="Then copy the extract into this directory, checked against its checksums, as DIR/current.",
+        ),
+    ] = None,
 ) -> None:
     """Build a project's extract: approved columns and rows, opt-outs removed, identifiers pseudonymised."""
     from tre.data.provision import provision_project, stale_projects
 
     if (project is None) == (not stale):
         raise InputError("give a PROJECT, or --stale for every stale project (not both)")
+    if stale and to is not None:
+        raise InputError("--to copies one project's extract; give a PROJECT instead of --stale")
     with open_store() as store:
         with store.transaction(write=False) as unit:
             actor = current_actor(unit)
             names = [project] if project else stale_projects(unit)
+        if to is not None:
+            from tre.data import check_export_directory
+
+            check_actor_is_admin(actor, "provision data")
+            check_export_directory(to)  # before the pipeline runs, not after
         if not names:
             typer.echo("no stale projects")
             return
@@ -110,6 +125,33 @@ def provision(
                     f"{entry['optOutsRemoved']} opt-outs removed, {entry['invalidNhsNumbers']} invalid NHS numbers"
                 )
             typer.echo(f"{name}: extract {manifest['extract']} ready ({manifest['manifest']['uri']})")
+            if to is not None:
+                export_current(store, actor, name, data.objects, to)
+
+
+def export_current(store: Store, actor: Actor, project: str, objects: ObjectStore, directory: Path) -> None:
+    """Copy the project's current extract into ``directory`` (``tre.data.export_extract``) and audit it."""
+    from tre.data import export_extract
+
+    with store.transaction(write=False) as unit:
+        current = unit.extracts.current(project)
+    if current is None:
+        raise NotFoundError(f"project {project} has no extract yet; run 'tre provision {project}'")
+    exported = export_extract(json.loads(current.manifest), objects, directory)
+    with store.transaction() as unit:
+        unit.audit.append(
+            at=services.timestamp(now()),
+            actor=actor.name,
+            action="data.exported",
+            project=project,
+            target=exported.extract,
+            details={"directory": str(directory), "copied": exported.copied, "removed": list(exported.removed)},
+        )
+    done = "copied to" if exported.copied else "already in"
+    typer.echo(
+        f"{project}: extract {exported.extract} {done} {directory / 'current'} "
+        f"({len(exported.files)} files, {exported.bytes} bytes)"
+    )
 
 
 @data_app.command("manifest")

@@ -2,7 +2,7 @@
 
 Provisioning (which needs the store) is in ``tre.data.provision``, so the pipeline imports light."""
 
-from tre.data._export import ExportedExtract, export_extract
+from tre.data._export import ExportedExtract, check_export_directory, export_extract
 from tre.data._keys import KeyProvider, PseudonymKey, hmac_pads, pseudonym
 from tre.data._optout import ParsedOptOuts, parse_optout_file
 from tre.data._pipeline import (
@@ -28,6 +28,7 @@ __all__ = [
     "PseudonymKey",
     "SyntheticFiles",
     "Transform",
+    "check_export_directory",
     "check_source_columns",
     "episodes_table",
     "export_extract",

@@ -85,22 +85,24 @@ def export_extract(manifest: Mapping[str, Any], objects: ObjectStore, directory:
     """
     extract = _safe_name(manifest.get("extract"), "extract id")
     files = _planned_files(manifest, extract)
-    try:
-        with _locked(directory):
-            _remove_leftovers(directory)
-            target = directory / EXTRACTS / extract
-            document = _manifest_bytes(manifest)
-            copied = not _complete(target, document)
-            if copied:
-                _publish(_stage(files, document, objects, directory, extract), target)
-            _point_current(directory, extract)
-            removed = _remove_older(directory, extract)
-    except OSError as exc:
-        if exc.errno in _DIRECTORY_ERRORS:
-            raise _unwritable(directory, exc) from None
-        raise
+    with _writing(directory), _locked(directory):
+        _check_current(directory)
+        _remove_leftovers(directory)
+        target = directory / EXTRACTS / extract
+        document = _manifest_bytes(manifest)
+        copied = not _complete(target, document)
+        if copied:
+            _publish(_stage(files, document, objects, directory, extract), target)
+        _point_current(directory, extract)
+        removed = _remove_older(directory, extract)
     size = sum((target / f.name).stat().st_size for f in files)
     return ExportedExtract(extract, target, tuple(f.name for f in files), size, copied, removed)
+
+
+def check_export_directory(directory: Path) -> None:
+    """Refuse, before any work, a directory that ``export_extract`` could not write (creating it if need be)."""
+    with _writing(directory), _locked(directory):
+        _check_current(directory)
 
 
 # ---- the manifest: checked before anything is touched -------------------------------------------------------------
@@ -142,6 +144,17 @@ def _manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
 
 
 # ---- the directory -------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _writing(directory: Path) -> Iterator[None]:
+    """Turn the OS's refusals to write in ``directory`` into one clear line."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _DIRECTORY_ERRORS:
+            raise _unwritable(directory, exc) from None
+        raise
 
 
 @contextmanager
@@ -201,13 +214,17 @@ def _publish(staging: Path, target: Path) -> None:
     _fsync_directory(target.parent)
 
 
+def _check_current(directory: Path) -> None:
+    link = directory / CURRENT
+    if link.exists() and not link.is_symlink():
+        raise InputError(f"{link} exists and is not a symlink; move it away so that extracts can be published")
+
+
 def _point_current(directory: Path, extract: str) -> None:
     link = directory / CURRENT
     wanted = f"{EXTRACTS}/{extract}"
     if link.is_symlink() and os.readlink(link) == wanted:
         return
-    if link.exists() and not link.is_symlink():
-        raise InputError(f"{link} exists and is not a symlink; move it away so the extract can be published")
     new_link = directory / f"{_NEW_LINK}{secrets.token_hex(6)}"
     os.symlink(wanted, new_link)
     os.replace(new_link, link)
