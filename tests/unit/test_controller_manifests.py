@@ -24,7 +24,10 @@ from tests.support.cli import Tre, assert_refused
 from tests.support.controller import KUBERNETES_VERSIONS, kubernetes_errors, valid_project_documents, validate_strictly
 from tre.controller import (
     COMPONENT_LABEL,
+    CURRENT_DATA_DIR,
+    CURRENT_DATA_LINK,
     DATA_CLAIM,
+    DATA_MOUNT_PATH,
     HUB_ENTRY_KEY,
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -420,14 +423,42 @@ def test_provision_job_runs_tre_provision_under_the_restricted_profile() -> None
     job = one(objects(ClusterConfig(provisioner_image="registry.example/tre:1.2")), "Job")
     pod = job["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert [*container["command"], *container["args"]] == ["tre", "provision", "diabetes-outcomes"]
+    assert [*container["command"], *container["args"]] == ["tre", "provision", "diabetes-outcomes", "--to", "/data"]
     assert container["image"] == "registry.example/tre:1.2"
     assert list(_restricted_violations(pod)) == []
     assert pod["automountServiceAccountToken"] is False
     assert {"name": "data", "persistentVolumeClaim": {"claimName": DATA_CLAIM}} in pod["volumes"]
+    # the data volume is mounted writable exactly where --to points, so the extract lands on the volume
+    assert {"name": "data", "mountPath": DATA_MOUNT_PATH} in container["volumeMounts"]
+    assert container["args"][container["args"].index("--to") + 1] == DATA_MOUNT_PATH
     assert job["spec"]["backoffLimit"] >= 1
     assert job["spec"]["ttlSecondsAfterFinished"] > 0
     assert job["spec"]["template"]["metadata"]["labels"][COMPONENT_LABEL] == PROVISIONER
+
+
+def test_workspaces_read_the_extract_the_job_publishes() -> None:
+    """The Job publishes DATA_MOUNT_PATH/current through tre.data's exporter; the name and path must agree."""
+    from tre.data import _export
+
+    assert CURRENT_DATA_LINK == _export.CURRENT
+    assert f"{DATA_MOUNT_PATH}/{_export.CURRENT}" == CURRENT_DATA_DIR
+
+
+def test_the_jobs_command_is_one_the_tre_cli_accepts() -> None:
+    import typer.main
+    from typer.core import TyperGroup
+
+    from tre.cli import app
+
+    (container,) = one(objects(), "Job")["spec"]["template"]["spec"]["containers"]
+    command = typer.main.get_command(app)
+    with command.make_context("tre", list(container["args"])) as context:
+        assert isinstance(command, TyperGroup)
+        name, subcommand, rest = command.resolve_command(context, list(container["args"]))
+        assert name == "provision"
+        assert subcommand is not None
+        with subcommand.make_context(name, rest, parent=context) as parsed:
+            assert parsed.params == {"project": EXAMPLE.name, "stale": False, "to": Path(DATA_MOUNT_PATH)}
 
 
 def test_restricted_check_notices_a_privileged_container() -> None:

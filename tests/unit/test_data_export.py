@@ -114,7 +114,11 @@ def test_an_extract_is_copied_verified_and_published_as_current(
 ) -> None:
     manifest = provision(approved)
     data = tmp_path / "data"
-    exported = export_extract(manifest, objects, data)
+    previous = os.umask(0o077)  # a strict umask must not make the files unreadable to workspaces
+    try:
+        exported = export_extract(manifest, objects, data)
+    finally:
+        os.umask(previous)
     assert exported.copied is True
     assert exported.removed == ()
     assert exported.path == data / EXTRACTS / manifest["extract"]
@@ -131,6 +135,7 @@ def test_an_extract_is_copied_verified_and_published_as_current(
     # workspaces run as another uid than the Job: everything they need must be readable by others
     assert (data / CURRENT / PARQUET).stat().st_mode & 0o777 == 0o644
     assert exported.path.stat().st_mode & 0o777 == 0o755
+    assert (data / EXTRACTS).stat().st_mode & 0o777 == 0o755
 
 
 def test_re_running_changes_nothing(approved: Tre, objects: LocalObjectStore, tmp_path: Path) -> None:

@@ -1,10 +1,19 @@
-"""Cluster mode: the pure planning core of the Kubernetes controller (manifests, reconcile plans, the CRD)."""
+"""Cluster mode: the pure planning core of the Kubernetes controller (manifests, reconcile plans, status, the CRD).
+
+The reconcile entry points, all pure: ``project_objects`` (what a project should have), ``plan`` (the writes that
+bring the observed objects there), ``teardown_plan`` (what goes when access ends), ``check_scope`` (nothing outside
+the project), ``project_status`` and ``phase_of`` (what the status says), ``status_differs`` (whether to write it),
+and ``Backoff`` (how to retry). ``tre.workspaces.kubernetes.Reconciler`` runs them against the API server.
+"""
 
 from tre.controller._config import ClusterConfig, load_cluster_config
 from tre.controller._crd import CONDITION_TYPES, CRD_FILE, CRD_NAME, LOOSENED_PATHS, crd_yaml, make_crd
 from tre.controller._manifests import (
     COMPONENT_LABEL,
+    CURRENT_DATA_DIR,
+    CURRENT_DATA_LINK,
     DATA_CLAIM,
+    DATA_MOUNT_PATH,
     HUB_ENTRY_KEY,
     HUB_ENTRY_LABEL,
     MANAGED_BY,
@@ -27,13 +36,41 @@ from tre.controller._manifests import (
     project_objects,
     yaml_documents,
 )
+from tre.controller._reconcile import (
+    Action,
+    ObjectKey,
+    Retention,
+    Scope,
+    Verb,
+    apply_reason,
+    check_scope,
+    hub_entry_name,
+    managed_labels,
+    object_key,
+    plan,
+    teardown_plan,
+)
+from tre.controller._retry import Backoff
+from tre.controller._status import (
+    STATUS_FIELDS,
+    GovernanceView,
+    Observation,
+    ProjectPhase,
+    conditions,
+    phase_of,
+    project_status,
+    status_differs,
+)
 
 __all__ = [
     "COMPONENT_LABEL",
     "CONDITION_TYPES",
     "CRD_FILE",
     "CRD_NAME",
+    "CURRENT_DATA_DIR",
+    "CURRENT_DATA_LINK",
     "DATA_CLAIM",
+    "DATA_MOUNT_PATH",
     "HUB_ENTRY_KEY",
     "HUB_ENTRY_LABEL",
     "LOOSENED_PATHS",
@@ -41,11 +78,25 @@ __all__ = [
     "MANAGED_BY_LABEL",
     "PROJECT_LABEL",
     "PROVISIONER",
+    "STATUS_FIELDS",
     "WORKSPACE_SERVICE_ACCOUNT",
+    "Action",
+    "Backoff",
     "ClusterConfig",
+    "GovernanceView",
+    "ObjectKey",
+    "Observation",
     "ProjectContext",
+    "ProjectPhase",
+    "Retention",
+    "Scope",
+    "Verb",
+    "apply_reason",
+    "check_scope",
+    "conditions",
     "crd_yaml",
     "data_request_hash",
+    "hub_entry_name",
     "hub_profile",
     "load_cluster_config",
     "make_crd",
@@ -57,7 +108,14 @@ __all__ = [
     "make_provision_job",
     "make_resource_quota",
     "make_service_account",
+    "managed_labels",
+    "object_key",
+    "phase_of",
+    "plan",
     "project_context",
     "project_objects",
+    "project_status",
+    "status_differs",
+    "teardown_plan",
     "yaml_documents",
 ]

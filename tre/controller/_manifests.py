@@ -29,6 +29,10 @@ PROVISIONER = "provisioner"
 WORKSPACE_SERVICE_ACCOUNT = "tre-workspace"
 DATA_CLAIM = "tre-data"
 DATA_MOUNT_PATH = "/data"
+# The provisioning Job publishes each extract under extracts/<id>/ on the data volume and repoints this relative
+# symlink at it atomically (tre.data.export_extract); workspaces read the extract through it.
+CURRENT_DATA_LINK = "current"
+CURRENT_DATA_DIR = f"{DATA_MOUNT_PATH}/{CURRENT_DATA_LINK}"
 HUB_ENTRY_KEY = "profile.json"
 SCRATCH_MOUNT_PATH = "/tmp"  # noqa: S108 - inside the Job's container, on its own emptyDir volume
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -276,8 +280,9 @@ def make_data_volume(context: ProjectContext) -> dict[str, Any]:
 
 
 def make_provision_job(context: ProjectContext) -> dict[str, Any]:
-    """A Job running ``tre provision <project>`` into the data volume. Its name ends in a hash of what was requested
-    (and approved, when known), so a changed request makes a new Job and the data is provisioned again."""
+    """A Job running ``tre provision <project> --to /data``: it builds the extract in the object store, then copies
+    it onto the data volume, verified, and publishes it as ``/data/current``. Its name ends in a hash of what was
+    requested (and approved, when known), so a changed request makes a new Job and the data is provisioned again."""
     name = f"tre-provision-{data_request_hash(context.project, context.approval)}"
     labels = context.labels(**{COMPONENT_LABEL: PROVISIONER})
     job_spec = {
@@ -297,7 +302,7 @@ def _provisioner_pod_spec(context: ProjectContext) -> dict[str, Any]:
         "name": "provision",
         "image": config.provisioner_image,
         "command": ["tre"],
-        "args": ["provision", context.name],
+        "args": ["provision", context.name, "--to", DATA_MOUNT_PATH],
         "env": [{"name": "TRE_HOME", "value": f"{SCRATCH_MOUNT_PATH}/tre"}],
         "envFrom": [{"secretRef": {"name": config.provisioner_secret}}],
         "resources": {"requests": dict(size), "limits": dict(size)},

@@ -207,7 +207,9 @@ def _stage(files: list[_File], document: bytes, objects: ObjectStore, directory:
 
 def _publish(staging: Path, target: Path) -> None:
     """Rename the verified staging directory into place; anything already there is moved aside first."""
-    target.parent.mkdir(mode=_DIR_MODE, exist_ok=True)
+    if not target.parent.is_dir():
+        target.parent.mkdir()
+        target.parent.chmod(_DIR_MODE)  # whatever the umask
     if target.exists():
         _discard(target)
     os.rename(staging, target)
