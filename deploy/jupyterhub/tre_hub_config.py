@@ -13,6 +13,11 @@ project's data volume read-only at /data, a writable outputs volume, and the pro
 reads the list again when a server starts, so someone removed from a project (or a project whose access ended,
 which removes its entry) cannot start it from an old form. A user with no project cannot start a server at all.
 
+The data volume holds ``extracts/<id>/`` and a symlink ``current`` that the provisioning Job repoints atomically
+once a new extract is complete and verified. A subPath cannot follow a symlink (it would pin one extract), so the
+whole volume is mounted at /data and workspaces read ``/data/current``: ``TRE_DATA_DIR`` says so, and a
+``~/data`` link to it (made when the container starts) shows it in JupyterLab's file browser, as in embedded mode.
+
 Only the standard library and what the hub image has (tornado, kubespawner): the ``tre`` package is not there.
 The pure functions are unit-tested in tests/unit/test_jupyterhub_config.py.
 """
@@ -35,6 +40,8 @@ PROJECT_LABEL = "tre.dev/project"
 PROFILE_KEY = "profile.json"
 WORKSPACE_COMPONENT = "workspace"
 DATA_MOUNT = "/data"
+DATA_DIR = f"{DATA_MOUNT}/current"  # the symlink the provisioning Job swaps to each new, verified extract
+DATA_SHORTCUT = 'ln -sfn "$TRE_DATA_DIR" "$HOME/data" 2>/dev/null || true'  # never fails the start
 OUTPUTS_MOUNT = "/home/jovyan/outputs"
 OUTPUTS_CLAIM_TEMPLATE = "outputs-{user_server}"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -202,7 +209,8 @@ def spawner_override(workspace: Workspace) -> dict[str, Any]:
             {"name": "data", "mountPath": DATA_MOUNT, "readOnly": True},
             {"name": "outputs", "mountPath": OUTPUTS_MOUNT},
         ],
-        "environment": {"TRE_PROJECT": workspace.project, "TRE_DATA_DIR": DATA_MOUNT, "TRE_OUTPUTS_DIR": OUTPUTS_MOUNT},
+        "environment": {"TRE_PROJECT": workspace.project, "TRE_DATA_DIR": DATA_DIR, "TRE_OUTPUTS_DIR": OUTPUTS_MOUNT},
+        "lifecycle_hooks": {"postStart": {"exec": {"command": ["sh", "-c", DATA_SHORTCUT]}}},
     }
     if workspace.gpu:
         override["extra_resource_limits"] = {GPU_RESOURCE: str(workspace.gpu)}

@@ -12,6 +12,8 @@ import asyncio
 import copy
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -26,7 +28,7 @@ from traitlets.config import Config
 
 from tests.conftest import EXAMPLES
 from tests.support.admission import Request, admit
-from tre.controller import ClusterConfig, make_hub_entry, project_context
+from tre.controller import CURRENT_DATA_DIR, DATA_MOUNT_PATH, ClusterConfig, make_hub_entry, project_context
 from tre.spec import Project, load
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,11 +129,36 @@ def test_the_override_mounts_data_read_only_and_outputs_writable(hub: ModuleType
     volumes = {v["name"]: v for v in override["volumes"]}
     mounts = {m["name"]: m for m in override["volume_mounts"]}
     assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "tre-data", "readOnly": True}
-    assert mounts["data"] == {"name": "data", "mountPath": "/data", "readOnly": True}
+    assert mounts["data"] == {"name": "data", "mountPath": "/data", "readOnly": True}  # whole volume: no subPath
     assert "readOnly" not in mounts["outputs"]
+    assert override["environment"]["TRE_DATA_DIR"] == "/data/current"
     assert volumes["outputs"]["persistentVolumeClaim"]["claimName"] == override["pvc_name_template"]
     assert override["storage_capacity"] == "20Gi"
     assert (override["cpu_limit"], override["mem_limit"]) == (2.0, 8 * 2**30)
+
+
+def test_workspaces_read_the_view_the_provisioning_job_swaps(hub: ModuleType) -> None:
+    """The Job publishes each verified extract behind the data volume's ``current`` symlink (tre.data's exporter);
+    workspaces mount the volume where the Job does and are pointed at that link."""
+    assert hub.DATA_MOUNT == DATA_MOUNT_PATH
+    assert hub.DATA_DIR == CURRENT_DATA_DIR  # tests/unit/test_controller_manifests.py ties it to the exporter
+
+
+def test_the_start_hook_links_the_current_extract_into_home_and_never_fails(hub: ModuleType, tmp_path: Path) -> None:
+    (workspace,) = hub.workspaces([ENTRIES[0]])
+    command = hub.spawner_override(workspace)["lifecycle_hooks"]["postStart"]["exec"]["command"]
+    data = tmp_path / "volume"
+    (data / "extracts" / "x1").mkdir(parents=True)
+    (data / "extracts" / "x1" / "episodes.parquet").write_text("rows")
+    (data / "current").symlink_to("extracts/x1")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "TRE_DATA_DIR": str(data / "current")}
+    for _ in range(2):  # a restarted container runs it again
+        assert subprocess.run(command, env=env, check=False).returncode == 0
+        assert (home / "data" / "episodes.parquet").read_text() == "rows"
+    missing_home = env | {"HOME": str(tmp_path / "no-such-home")}
+    assert subprocess.run(command, env=missing_home, capture_output=True, check=False).returncode == 0
 
 
 @pytest.mark.parametrize(("quantity", "cores"), [("2", 2.0), ("500m", 0.5), ("1.5", 1.5), ("100m", 0.1), ("12", 12.0)])
@@ -365,6 +392,8 @@ def test_the_workspace_pod_passes_the_admission_policies(hub: ModuleType, values
     (container,) = pod["spec"]["containers"]
     assert container["resources"]["limits"] == {"cpu": 0.5, "memory": 2 * 10**9, "nvidia.com/gpu": "1"}
     assert {"mountPath": "/data", "name": "data", "readOnly": True} in container["volumeMounts"]
+    assert {"name": "TRE_DATA_DIR", "value": "/data/current"} in container["env"]
+    assert container["lifecycle"]["postStart"]["exec"]["command"][:2] == ["sh", "-c"]
     assert pvc["metadata"]["name"] == "outputs-bob"
     assert pvc["spec"]["resources"]["requests"]["storage"] == "20Gi"
     for version in ("1.30.0", "1.34.0"):
