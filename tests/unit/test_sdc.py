@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pandas.core.algorithms
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,7 +17,7 @@ from hypothesis import strategies as st
 from tests.conftest import REPO
 from tre import sdc
 from tre.errors import InputError
-from tre.sdc import _evidence
+from tre.sdc import _cells, _evidence, _tables
 from tre.sdc._suppress import protect
 
 POLICIES = REPO / "policies" / "disclosure"
@@ -342,20 +345,25 @@ def test_evidence_matches_a_cell_by_cell_reference(survey: pd.DataFrame) -> None
                 assert actual[name] == pytest.approx(value), (row, column, name)
 
 
-def test_evidence_comes_from_one_groupby(survey: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[object] = []
-    original = pd.DataFrame.groupby
+def test_each_key_is_hashed_once(survey: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table and its evidence come from one factorisation of each key, the bulk of pandas' own time."""
+    hashed: list[object] = []
+    original, depth = pandas.core.algorithms.factorize, [0]
 
-    def counting(self: pd.DataFrame, *args: object, **kwargs: object) -> object:
-        calls.append(args)
-        return original(self, *args, **kwargs)  # type: ignore[call-overload]
+    def counting(values: object, *args: object, **kwargs: object) -> object:
+        if len(values) == len(survey) and not depth[0]:  # type: ignore[arg-type]
+            hashed.append(getattr(values, "name", type(values).__name__))
+        depth[0] += 1  # a Series' factorize calls factorize on its array: count the outer call only
+        try:
+            return original(values, *args, **kwargs)
+        finally:
+            depth[0] -= 1
 
-    monkeypatch.setattr(pd.DataFrame, "groupby", counting)
-    keys = survey[["site", "band", "sex"]].set_axis(["k0", "k1", "k2"], axis=1)
-    group = _evidence.group_evidence(keys, survey["cost"].to_numpy(), 3)
-    assert len(calls) == 1
-    assert group.tops.shape == (len(group.count), 3)
-    assert (np.diff(group.tops, axis=1) <= 0).all()
+    monkeypatch.setattr(pandas.core.algorithms, "factorize", counting)
+    monkeypatch.setattr(pd, "factorize", counting)
+    sdc.pivot_table(survey, "cost", "site", "band", aggfunc="mean")
+    sdc.crosstab(survey["sex"], survey["site"])
+    assert hashed == ["site", "band", "sex", "site"]
 
 
 @pytest.mark.parametrize(
@@ -364,9 +372,159 @@ def test_evidence_comes_from_one_groupby(survey: pd.DataFrame, monkeypatch: pyte
      ([np.nan, np.nan], [0.0, 0.0, 0.0]), ([0.0, 5.0, 5.0, 6.0], [6.0, 5.0, 5.0])],
 )  # fmt: skip
 def test_largest_contributions_with_ties_missing_and_negatives(values: list[float], tops: list[float]) -> None:
-    keys = pd.DataFrame({"k0": ["a"] * len(values) + ["b"], "k1": [1] * (len(values) + 1)})
-    group = _evidence.group_evidence(keys, np.array([*values, 100.0]), 3)
-    assert group.tops.tolist() == [tops, [100.0, 0.0, 0.0]]
+    codes = np.array([0] * len(values) + [-1, 1])  # the -1 record is in no cell (a missing key)
+    group = _evidence.tally(codes, 3, np.array([*values, 500.0, 100.0]), 3)
+    assert group.tops.tolist() == [tops, [100.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    assert group.count.tolist() == [len(values), 1, 0]
+
+
+# --- the one-grouping path gives what pandas' own call gives --------------------------------------------------------
+
+
+def both_paths(monkeypatch: pytest.MonkeyPatch, call: Callable[[], sdc.CheckedTable]) -> sdc.CheckedTable:
+    """Run ``call`` on the one-grouping path and on pandas' path; assert both give the same checked table."""
+    taken: list[object] = []
+    with monkeypatch.context() as spied:
+        spied.setattr(_tables, "grid_cells", lambda *args: taken.append(args) or _evidence.grid_cells(*args))
+        fast = call()
+    assert taken, "the call did not take the one-grouping path"
+    with monkeypatch.context() as patched:
+        patched.setattr(_cells, "supported", lambda *args: False)
+        slow = call()
+    pd.testing.assert_frame_equal(fast.table, slow.table, check_exact=True)
+    pd.testing.assert_frame_equal(fast.results, slow.results, check_exact=True)
+    for name, frame in slow.evidence.items():
+        pd.testing.assert_frame_equal(fast.evidence[name], frame, check_exact=True, obj=name)
+    pd.testing.assert_frame_equal(fast.suppressed, slow.suppressed)
+    assert fast.status == slow.status
+    return fast
+
+
+def key_cases() -> dict[str, tuple[object, object]]:
+    """Row and column keys of awkward kinds, 60 records each."""
+    rng = np.random.default_rng(11)
+    words = rng.choice(["b", "a", "c"], 60).astype(object)
+    words[[3, 17]] = None
+    floats = rng.choice([2.5, -1.0, 0.0], 60)
+    floats[[5, 40]] = np.nan
+    mixed = np.array([1, "x", 2.0] * 20, dtype=object)
+    days = pd.Series(pd.to_datetime(rng.choice(["2024-01-02", "2023-05-06"], 60)))
+    return {
+        "strings with None": (pd.Series(words, name="w"), pd.Series(rng.choice([3, 1, 2], 60), name="n")),
+        "floats with NaN, bools": (pd.Series(floats, name="f"), pd.Series(rng.choice([True, False], 60), name="t")),
+        "mixed objects, dates": (pd.Series(mixed, name="m"), days.rename("d")),
+        "unnamed arrays": (rng.choice(["p", "q"], 60), list(rng.choice([10, 20, 30], 60))),
+        "same name twice": (pd.Series(words, name="k"), pd.Series(rng.choice(["u", "v"], 60), name="k")),
+        "all one cell": (pd.Series(["x"] * 60, name="a"), pd.Series([1] * 60, name="b")),
+        "an empty cell": (pd.Series(["x"] * 30 + ["y"] * 30, name="a"), pd.Series([1] * 40 + [2] * 20, name="b")),
+        "numbers and booleans as objects": (
+            pd.Series(rng.choice([3, 1, 2], 60).astype(object), name="o"),
+            pd.Series(rng.choice([True, False], 60).astype(object), name="p"),
+        ),
+        "narrow integers, timedeltas": (
+            pd.Series(rng.choice([3, 1], 60).astype(np.int32), name="i"),
+            pd.Series(pd.to_timedelta(rng.choice([1, 2], 60), unit="D"), name="t"),
+        ),
+        "a shared index that is unique but not a range": (
+            pd.Series(words, index=np.arange(60) * 3),
+            pd.Series(floats, index=np.arange(60) * 3),
+        ),
+    }
+
+
+def value_cases() -> dict[str, object]:
+    rng = np.random.default_rng(12)
+    costs = rng.gamma(2.0, 50.0, 60)
+    costs[[0, 9, 33]] = np.nan
+    costs[[4, 21]] *= -1
+    return {
+        "floats": costs,
+        "integers": rng.integers(-3, 40, 60),
+        "one NaN group": np.where(np.arange(60) < 20, np.nan, costs),
+        "float32": costs.astype(np.float32),
+        "uint8": rng.integers(0, 200, 60).astype(np.uint8),
+    }
+
+
+@pytest.mark.parametrize("keys", key_cases())
+@pytest.mark.parametrize("aggfunc", [None, "count", "sum", "mean", "median", "std", "min", "max"])
+def test_crosstab_on_one_grouping_is_pandas_crosstab(
+    monkeypatch: pytest.MonkeyPatch, keys: str, aggfunc: str | None
+) -> None:
+    rows, columns = key_cases()[keys]
+    for name, values in value_cases().items() if aggfunc else [("none", None)]:
+        if isinstance(rows, pd.Series):
+            values = None if values is None else pd.Series(values, index=rows.index)
+        expected = pd.crosstab(rows, columns, values=values, aggfunc=aggfunc)
+        checked = both_paths(monkeypatch, functools.partial(sdc.crosstab, rows, columns, values, aggfunc=aggfunc))
+        pd.testing.assert_frame_equal(checked.table, expected, check_exact=True, obj=name)
+
+
+@pytest.mark.parametrize("columns", ["band", None])
+@pytest.mark.parametrize("aggfunc", ["count", "sum", "mean", "median", "std", "min", "max"])
+@pytest.mark.parametrize("values", ["cost", "band"])
+def test_pivot_table_on_one_grouping_is_pandas_pivot_table(
+    monkeypatch: pytest.MonkeyPatch, survey: pd.DataFrame, columns: str | None, aggfunc: str, values: str
+) -> None:
+    if values == columns:
+        return
+    expected = pd.pivot_table(survey, values=values, index="site", columns=columns, aggfunc=aggfunc)
+    checked = both_paths(monkeypatch, lambda: sdc.pivot_table(survey, values, "site", columns, aggfunc=aggfunc))
+    pd.testing.assert_frame_equal(checked.table, expected, check_exact=True)
+
+
+PANDAS_ONLY = {
+    "categorical key": (pd.Series(pd.Categorical(["a", "b"] * 15, categories=["a", "b", "c"]), name="c"), None),
+    "string dtype key": (pd.Series(["a", "b"] * 15, dtype="string", name="s"), None),
+    "nullable integer values": (pd.Series(["a", "b"] * 15, name="k"), pd.Series(range(30), dtype="Int64")),
+}
+
+
+@pytest.mark.parametrize("case", PANDAS_ONLY)
+def test_inputs_only_pandas_can_tabulate_take_its_path(monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    rows, values = PANDAS_ONLY[case]
+    columns = pd.Series(["u", "v", "v"] * 10, name="b")
+    aggfunc = None if values is None else "sum"
+    monkeypatch.setattr(_tables, "grid_cells", lambda *args: pytest.fail("took the one-grouping path"))
+    checked = sdc.crosstab(rows, columns, values, aggfunc=aggfunc)
+    expected = pd.crosstab(rows, columns, values=values, aggfunc=aggfunc)
+    pd.testing.assert_frame_equal(checked.table, expected, check_exact=True)
+
+
+def test_a_duplicated_index_fails_as_in_pandas() -> None:
+    rows, columns = pd.Series(["a", "b", "a"], index=[0, 0, 1]), pd.Series(["u", "v", "v"], index=[0, 0, 1])
+    with pytest.raises(ValueError, match="duplicate labels"):
+        pd.crosstab(rows, columns)
+    with pytest.raises(ValueError, match="duplicate labels"):
+        sdc.crosstab(rows, columns)
+
+
+def test_suppression_on_one_grouping_is_the_same(monkeypatch: pytest.MonkeyPatch, survey: pd.DataFrame) -> None:
+    small = survey.iloc[:120]
+    checked = both_paths(monkeypatch, lambda: sdc.crosstab(small["site"], small["band"], suppress=True))
+    assert checked.suppressed.to_numpy().any()
+    both_paths(monkeypatch, lambda: sdc.pivot_table(small, "cost", "site", "band", aggfunc="mean", suppress=True))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    rows=st.lists(st.sampled_from(["a", "b", "c", None]), min_size=1, max_size=40),
+    data=st.data(),
+    aggfunc=st.sampled_from([None, "count", "sum", "mean", "median", "std", "min", "max"]),
+)
+def test_one_grouping_matches_pandas_on_any_small_table(
+    rows: list[str | None], data: st.DataObject, aggfunc: str | None
+) -> None:
+    n = len(rows)
+    columns = data.draw(st.lists(st.sampled_from([1.0, 2.0, 3.0, np.nan]), min_size=n, max_size=n))
+    values = data.draw(st.lists(st.sampled_from([0.0, 1.5, -2.0, 7.0, 1e6, np.nan]), min_size=n, max_size=n))
+    a, b = pd.Series(rows, name="a", dtype=object), pd.Series(columns, name="b")
+    v = pd.Series(values, name="v") if aggfunc else None
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        if pd.crosstab(a, b, values=v, aggfunc=aggfunc).size == 0:
+            return  # an empty table comes from pandas' path either way
+        checked = both_paths(monkeypatch, lambda: sdc.crosstab(a, b, v, aggfunc=aggfunc))
+    pd.testing.assert_frame_equal(checked.table, pd.crosstab(a, b, values=v, aggfunc=aggfunc), check_exact=True)
 
 
 # --- suppression -------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Per-cell evidence for the disclosure rules, computed in one grouping pass over the records."""
+"""Per-cell evidence for the disclosure rules, tallied in one pass from each record's cell (or group) code."""
 
 from __future__ import annotations
 
@@ -47,71 +47,84 @@ class Evidence:
         return {name: pd.DataFrame(array, index=index, columns=columns) for name, array in arrays.items()}
 
 
-@dataclasses.dataclass(frozen=True)
-class GroupEvidence:
-    """Evidence per observed key combination, before it is laid out like the table."""
+def tally(codes: Ints, cells: int, values: Floats | None, depth: int) -> Evidence:
+    """Evidence for each of ``cells`` cells from every record's cell code (-1: in no cell), as 1-D arrays.
 
-    keys: Any  # pandas Index (or MultiIndex) of key combinations
-    count: Ints
-    missing: Ints
-    negatives: Ints
-    total: Floats
-    tops: Floats  # shape (groups, depth)
-
-
-def group_evidence(keys: Any, values: Floats | None, depth: int) -> GroupEvidence:
-    """Group the records once by every key column and aggregate all the evidence from that one grouping."""
-    frame = keys.assign(_value=1.0 if values is None else values)
-    frame["_missing"] = frame["_value"].isna()
-    frame["_negative"] = frame["_value"] < 0
-    grouped = frame.groupby(list(keys.columns), observed=True, dropna=True, sort=False)
-    stats = grouped.agg(
-        count=("_value", "size"),
-        missing=("_missing", "sum"),
-        negatives=("_negative", "sum"),
-        total=("_value", "sum"),
-    )
-    count = stats["count"].to_numpy(np.int64)
+    Counts, missing values and negatives are bincounts; the sum is pandas' compensated group sum, so it adds up as
+    pandas' own tables do; the ``depth`` largest contributions take ``depth`` rounds of per-cell maxima.
+    """
+    shifted = codes + 1  # bin 0 collects the records in no cell
+    count = _bincount(shifted, cells)
     if values is None:
+        nothing = np.zeros(cells, dtype=np.int64)
         tops = (np.arange(depth) < count[:, None]).astype(np.float64)
-    else:
-        codes = grouped.ngroup().to_numpy(np.float64, na_value=-1.0).astype(np.int64)
-        tops = _largest(codes, np.abs(values), len(stats), depth)
-    return GroupEvidence(
-        keys=stats.index,
+        return Evidence(count=count, missing=nothing, negatives=nothing, total=count.astype(np.float64), tops=tops)
+    return Evidence(
         count=count,
-        missing=stats["missing"].to_numpy(np.int64),
-        negatives=stats["negatives"].to_numpy(np.int64),
-        total=stats["total"].to_numpy(np.float64),
-        tops=tops,
+        missing=_bincount(shifted[np.isnan(values)], cells),
+        negatives=_bincount(shifted[values < 0], cells),
+        total=group_sums(codes, cells, values),
+        tops=_largest(codes, np.abs(values), cells, depth),
     )
+
+
+def _bincount(shifted: Ints, cells: int) -> Ints:
+    counts: Ints = np.bincount(shifted, minlength=cells + 1)[1:].astype(np.int64, copy=False)
+    return counts
+
+
+def group_sums(codes: Ints, cells: int, values: Floats) -> Floats:
+    """The sum of each cell's non-missing values (0 if none), added in record order as pandas' groupby adds them."""
+    groups = pd.Categorical.from_codes(codes, categories=pd.RangeIndex(cells))
+    sums: Floats = pd.Series(values, copy=False).groupby(groups, observed=False).sum().to_numpy(np.float64)
+    return sums
 
 
 def _largest(codes: Ints, magnitudes: Floats, groups: int, depth: int) -> Floats:
     """The ``depth`` largest magnitudes in each group (NaN and ungrouped records skipped), zero-padded.
 
     Each round takes every group's maximum and removes all its copies, so ``depth`` rounds suffice; no sort needed.
+    ``magnitudes`` is overwritten.
     """
-    keep = (codes >= 0) & ~np.isnan(magnitudes)
-    codes, remaining = codes[keep], magnitudes[keep].copy()
+    skip = (codes < 0) | np.isnan(magnitudes)
+    if skip.any():
+        codes, magnitudes = codes[~skip], magnitudes[~skip]
     tops = np.zeros((groups, depth))
     filled = np.zeros(groups, dtype=np.int64)
     ranks = np.arange(depth)
     for _ in range(depth):
         best = np.full(groups, -np.inf)
-        np.maximum.at(best, codes, remaining)
-        taken = remaining == best[codes]
+        np.maximum.at(best, codes, magnitudes)
+        taken = magnitudes == best[codes]
         copies = np.bincount(codes[taken], minlength=groups)
         place = (ranks >= filled[:, None]) & (ranks < (filled + copies)[:, None]) & (best > -np.inf)[:, None]
         tops = np.where(place, best[:, None], tops)
         filled += copies
-        remaining[taken] = -np.inf
+        magnitudes[taken] = -np.inf
     return tops
 
 
-def lay_out(group: GroupEvidence, rows: Any, columns: Any | None, row_keys: int) -> Evidence:
-    """Place each group's evidence in the table cell with the same labels; cells with no records get zeros."""
-    i, j = _positions(group.keys, rows, columns, row_keys)
+def grid_cells(evidence: Evidence, shape: tuple[int, int], rows: Ints, columns: Ints) -> Evidence:
+    """From 1-D evidence over the cells of a row-major grid of ``shape``, the cells of these rows and columns."""
+
+    def pick(values: Any) -> Any:
+        return values.reshape(shape + values.shape[1:])[np.ix_(rows, columns)]
+
+    return Evidence(
+        count=pick(evidence.count),
+        missing=pick(evidence.missing),
+        negatives=pick(evidence.negatives),
+        total=pick(evidence.total),
+        tops=pick(evidence.tops),
+    )
+
+
+def lay_out(group: Evidence, keys: Any, rows: Any, columns: Any | None, row_keys: int) -> Evidence:
+    """Place each group's evidence (1-D, in the order of ``keys``) in the table cell with the same labels.
+
+    Cells with no records get zeros.
+    """
+    i, j = _positions(keys, rows, columns, row_keys)
     found = (i >= 0) & (j >= 0)
     i, j = i[found], j[found]
     shape = (len(rows), 1 if columns is None else len(columns))

@@ -43,14 +43,36 @@ def _column(item: Any, data: Any | None) -> Any:
     return item
 
 
-def key_frame(arrays: list[Any], values: Any | None) -> Any:
-    """A frame with one column per key (k0, k1, ...) in record order; every input must describe the same records."""
+def check_aligned(arrays: list[Any], values: Any | None) -> None:
+    """Refuse keys and values that do not describe the same records (Series on different indexes, other lengths)."""
     series = [a for a in [*arrays, values] if isinstance(a, pd.Series)]
     if any(not s.index.equals(series[0].index) for s in series[1:]):
         raise InputError("All the Series passed must share one index; use .reset_index(drop=True) to align them.")
     lengths = {len(a) for a in [*arrays, values] if a is not None}
     if len(lengths) > 1:
         raise InputError(f"All the arrays passed must have the same length, not {sorted(lengths)}.")
+
+
+def unique_index(arrays: list[Any], values: Any | None) -> bool:
+    """Whether the Series among the (aligned) inputs have a unique index, or there are none."""
+    series = next((a for a in [*arrays, values] if isinstance(a, pd.Series)), None)
+    return series is None or isinstance(series.index, pd.RangeIndex) or bool(series.index.is_unique)
+
+
+def as_series(array: Any) -> Any:
+    """The array as a Series (a Series is returned as it is)."""
+    return array if isinstance(array, pd.Series) else pd.Series(array)
+
+
+def crosstab_name(array: Any, prefix: str) -> Any:
+    """The name ``pandas.crosstab`` gives an axis of one key: the Series' name, else ``row_0`` or ``col_0``."""
+    name = array.name if isinstance(array, pd.Series) else None
+    return f"{prefix}_0" if name is None else name
+
+
+def key_frame(arrays: list[Any], values: Any | None) -> Any:
+    """A frame with one column per key (k0, k1, ...) in record order; every input must describe the same records."""
+    check_aligned(arrays, values)
     columns = {
         f"k{i}": a.reset_index(drop=True) if isinstance(a, pd.Series) else pd.Series(a) for i, a in enumerate(arrays)
     }

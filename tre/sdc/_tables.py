@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
 
 from tre.errors import InputError
-from tre.sdc import _checks, _inputs
-from tre.sdc._evidence import Evidence, Floats, empty_evidence, group_evidence, lay_out, with_margins
+from tre.sdc import _cells, _checks, _inputs
+from tre.sdc._evidence import Evidence, Floats, empty_evidence, grid_cells, lay_out, tally, with_margins
 from tre.sdc._output import save
 from tre.sdc._rules import DEFAULT_RULES, RuleSet
 from tre.sdc._suppress import protect
@@ -65,8 +65,16 @@ def crosstab(
     function = _inputs.check_aggfunc(aggfunc, allow_none=values is None)
     rows, cols = _inputs.axis_arrays(index, data), _inputs.axis_arrays(columns, data)
     value_array = _inputs.axis_arrays(values, data)[0] if values is not None else None
-    keys = _inputs.key_frame(rows + cols, value_array)
+    _inputs.check_aligned(rows + cols, value_array)
     numbers = _values_for(function, value_array)
+    if not margins and len(rows) == len(cols) == 1 and _inputs.unique_index(rows + cols, value_array):
+        names = (_inputs.crosstab_name(rows[0], "row"), _inputs.crosstab_name(cols[0], "col"))
+        keys = [_inputs.as_series(rows[0]), _inputs.as_series(cols[0])]
+        value_series = None if value_array is None else _inputs.as_series(value_array)
+        checked = _one_grouping(keys, names, value_series, numbers, function, rules, suppress)
+        if checked is not None:
+            return checked
+    keys = _inputs.key_frame(rows + cols, value_array)
     table = pd.crosstab(rows, cols, values=value_array, aggfunc=function, margins=margins)
     return _check(table, keys, numbers, function, rules, suppress, margins, row_keys=len(rows), one_way=False)
 
@@ -89,8 +97,14 @@ def pivot_table(
     _inputs.pivot_names(data, values, "values", required=True)
     row_names = _inputs.pivot_names(data, index, "index", required=True)
     col_names = _inputs.pivot_names(data, columns, "columns", required=False)
-    keys = _inputs.key_frame([data[name] for name in row_names + col_names], None)
     numbers = _values_for(function, data[values])
+    if not margins and len(row_names) == 1 and len(col_names) <= 1 and values not in row_names + col_names:
+        keys = [data[name] for name in row_names + col_names] + ([] if col_names else [None])
+        names = (row_names[0], col_names[0] if col_names else None)
+        checked = _one_grouping(keys, names, data[values], numbers, function, rules, suppress)
+        if checked is not None:
+            return checked
+    keys = _inputs.key_frame([data[name] for name in row_names + col_names], None)
     table = pd.pivot_table(data, values=values, index=index, columns=columns, aggfunc=function, margins=margins)
     one_way = not col_names
     return _check(table, keys, numbers, function, rules, suppress, margins, row_keys=len(row_names), one_way=one_way)
@@ -105,6 +119,39 @@ def _values_for(aggfunc: str | None, values: Any | None) -> Floats | None:
     return _inputs.numeric_values(values)
 
 
+def _one_grouping(
+    keys: list[Any],
+    names: tuple[Any, Any],
+    values: Any | None,
+    numbers: Floats | None,
+    aggfunc: str | None,
+    rules: RuleSet,
+    suppress: bool,
+) -> CheckedTable | None:
+    """The table and its evidence from one factorisation of each key (``keys``: row key, column key or None for a
+    one-way pivot table of ``values``); None when only pandas' own call can reproduce the table."""
+    row_key, column_key = keys
+    if not _cells.supported([k for k in keys if k is not None], values):
+        return None
+    grid = _cells.encode(row_key, column_key, names, one_way=None if values is None else values.name)
+    if grid is None:
+        return None
+    cells = tally(grid.codes, grid.shape[0] * grid.shape[1], numbers, _depth(rules))
+    if not cells.count.any():
+        return None  # no record has every key: pandas' empty table
+    if values is None:
+        layout = _cells.count_table(grid, cells.count)
+    else:
+        layout = _cells.aggregate_table(grid, cells.count, values, str(aggfunc))
+    evidence = grid_cells(cells, grid.shape, layout.rows, layout.columns)
+    return _finish(layout.table, evidence, numbers is not None, aggfunc, rules, suppress)
+
+
+def _depth(rules: RuleSet) -> int:
+    """How many of each cell's largest contributions the rules need (p% needs two)."""
+    return max(2, rules.dominance_n)
+
+
 def _check(
     table: Any,
     keys: Any,
@@ -117,9 +164,16 @@ def _check(
     row_keys: int,
     one_way: bool,
 ) -> CheckedTable:
-    """Gather the evidence, run the rules and, if asked, suppress."""
+    """Gather the evidence for pandas' table, run the rules and, if asked, suppress."""
     evidence = _table_evidence(table, keys, values, rules, margins, row_keys=row_keys, one_way=one_way)
-    outcomes = _checks.evaluate(evidence, rules, _checks.kind_of(aggfunc), has_values=values is not None)
+    return _finish(table, evidence, values is not None, aggfunc, rules, suppress)
+
+
+def _finish(
+    table: Any, evidence: Evidence, has_values: bool, aggfunc: str | None, rules: RuleSet, suppress: bool
+) -> CheckedTable:
+    """Run the rules on the evidence and, if asked, suppress."""
+    outcomes = _checks.evaluate(evidence, rules, _checks.kind_of(aggfunc), has_values=has_values)
     hidden = np.zeros(table.shape, dtype=bool)
     if suppress:
         hidden = protect(_checks.failing(outcomes, table.shape), evidence.contributors.astype(np.float64))
@@ -142,12 +196,14 @@ def _table_evidence(
 ) -> Evidence:
     """Evidence laid out like ``table``, including its totals row and column when it shows them."""
     if table.size == 0:
-        return empty_evidence(table.shape, max(2, rules.dominance_n))
+        return empty_evidence(table.shape, _depth(rules))
     with_totals = margins
     rows = table.index[:-1] if with_totals else table.index
     columns = None if one_way else table.columns[:-1] if with_totals else table.columns
-    grouped = group_evidence(keys, values, max(2, rules.dominance_n))
-    evidence = lay_out(grouped, rows, columns, row_keys)
+    grouped = keys.groupby(list(keys.columns), observed=True, dropna=True, sort=False)
+    codes = grouped.ngroup().to_numpy(np.float64, na_value=-1.0).astype(np.int64)
+    labels = grouped.size().index
+    evidence = lay_out(tally(codes, len(labels), values, _depth(rules)), labels, rows, columns, row_keys)
     if with_totals:
         evidence = with_margins(evidence, rows=True, columns=not one_way)
     return evidence
