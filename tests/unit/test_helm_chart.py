@@ -78,30 +78,30 @@ EVERYTHING_ON = {
 }
 CRD_KINDS = {"ServiceMonitor": "servicemonitors", "PrometheusRule": "prometheusrules"}
 
-# What the chart may grant, per (apiGroup, resource): the controller's needs (issue 6) and KubeSpawner's.
+# What the chart may grant, per (apiGroup, resource): exactly the calls the controller (tre.workspaces.kubernetes,
+# kopf with CRD scanning off) and KubeSpawner 7 make. A verb more is a privilege nobody uses.
+APPLIED = {"list", "create", "patch", "delete"}  # listed by label, server-side applied (create for new), deleted
 CONTROLLER_RULES = {
     ("tre.dev", "projects"): {"get", "list", "watch", "patch"},
     ("tre.dev", "projects/status"): {"patch"},
-    ("tre.dev", "projects/finalizers"): {"update"},
-    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
-    ("", "namespaces"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "resourcequotas"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "limitranges"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "serviceaccounts"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("networking.k8s.io", "networkpolicies"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "namespaces"): APPLIED,
+    ("", "resourcequotas"): APPLIED,
+    ("", "limitranges"): APPLIED,
+    ("", "serviceaccounts"): APPLIED,
+    ("", "persistentvolumeclaims"): APPLIED,
+    ("networking.k8s.io", "networkpolicies"): APPLIED,
+    ("batch", "jobs"): APPLIED,
     ("", "pods"): {"list", "delete"},
-    ("events.k8s.io", "events"): {"create", "patch"},
 }
 ROLES = {
     ("ClusterRole", "tre-controller"): CONTROLLER_RULES,
-    ("Role", "tre-controller-hub-entries"): {("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"}},
+    ("Role", "tre-controller-events"): {("events.k8s.io", "events"): {"create"}},
+    ("Role", "tre-controller-hub-entries"): {("", "configmaps"): {"get"} | APPLIED},
     ("Role", "tre-hub-reader"): {("", "configmaps"): {"get", "list"}},
     ("ClusterRole", "tre-hub-spawner"): {
-        ("", "pods"): {"get", "list", "watch", "create", "delete"},
-        ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "delete"},
-        ("", "events"): {"get", "list", "watch"},
+        ("", "pods"): {"list", "watch", "create", "delete"},
+        ("", "persistentvolumeclaims"): {"get", "create", "delete"},
+        ("", "events"): {"list", "watch"},
     },
 }
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001}
@@ -230,8 +230,10 @@ def test_default_install_has_the_expected_objects(chart: helm.Chart) -> None:
             "NetworkPolicy/tre-airlock",
             "NetworkPolicy/tre-controller",
             "NetworkPolicy/tre-default-deny",
+            "Role/tre-controller-events",
             "Role/tre-controller-hub-entries",
             "Role/tre-hub-reader",
+            "RoleBinding/tre-controller-events",
             "RoleBinding/tre-controller-hub-entries",
             "RoleBinding/tre-hub-reader",
             "Service/tre-airlock",
@@ -487,6 +489,7 @@ def test_bindings_grant_roles_to_the_right_accounts(objects: list[dict[str, Any]
     hub = {"kind": "ServiceAccount", "name": "hub", "namespace": "jupyterhub"}
     expected = {
         ("ClusterRoleBinding", "tre-controller"): ("tre-controller", controller, None),
+        ("RoleBinding", "tre-controller-events"): ("tre-controller-events", controller, "tre"),
         ("RoleBinding", "tre-controller-hub-entries"): ("tre-controller-hub-entries", controller, "jupyterhub"),
         ("RoleBinding", "tre-hub-reader"): ("tre-hub-reader", hub, "jupyterhub"),
         ("ClusterRoleBinding", "tre-hub-spawner"): ("tre-hub-spawner", hub, None),
