@@ -59,12 +59,14 @@ def tally(codes: Ints, cells: int, values: Floats | None, depth: int) -> Evidenc
         nothing = np.zeros(cells, dtype=np.int64)
         tops = (np.arange(depth) < count[:, None]).astype(np.float64)
         return Evidence(count=count, missing=nothing, negatives=nothing, total=count.astype(np.float64), tops=tops)
+    missing = np.isnan(values)
+    counted = ~missing & (codes >= 0)
     return Evidence(
         count=count,
-        missing=_bincount(shifted[np.isnan(values)], cells),
+        missing=_bincount(shifted[missing], cells),
         negatives=_bincount(shifted[values < 0], cells),
         total=group_sums(codes, cells, values),
-        tops=_largest(codes, np.abs(values), cells, depth),
+        tops=_largest(codes, np.abs(values), counted, cells, depth),
     )
 
 
@@ -80,19 +82,18 @@ def group_sums(codes: Ints, cells: int, values: Floats) -> Floats:
     return sums
 
 
-def _largest(codes: Ints, magnitudes: Floats, groups: int, depth: int) -> Floats:
-    """The ``depth`` largest magnitudes in each group (NaN and ungrouped records skipped), zero-padded.
+def _largest(codes: Ints, magnitudes: Floats, counted: NDArray[np.bool_], groups: int, depth: int) -> Floats:
+    """The ``depth`` largest magnitudes in each group, counting only the ``counted`` records; zero-padded.
 
     Each round takes every group's maximum and removes all its copies, so ``depth`` rounds suffice; no sort needed.
     ``magnitudes`` is overwritten.
     """
-    skip = (codes < 0) | np.isnan(magnitudes)
-    if skip.any():
-        codes, magnitudes = codes[~skip], magnitudes[~skip]
+    if not counted.all():
+        codes, magnitudes = codes[counted], magnitudes[counted]
     tops = np.zeros((groups, depth))
     filled = np.zeros(groups, dtype=np.int64)
     ranks = np.arange(depth)
-    for _ in range(depth):
+    for round_ in range(depth):
         best = np.full(groups, -np.inf)
         np.maximum.at(best, codes, magnitudes)
         taken = magnitudes == best[codes]
@@ -100,7 +101,8 @@ def _largest(codes: Ints, magnitudes: Floats, groups: int, depth: int) -> Floats
         place = (ranks >= filled[:, None]) & (ranks < (filled + copies)[:, None]) & (best > -np.inf)[:, None]
         tops = np.where(place, best[:, None], tops)
         filled += copies
-        magnitudes[taken] = -np.inf
+        if round_ < depth - 1:
+            magnitudes[taken] = -np.inf
     return tops
 
 

@@ -142,7 +142,7 @@ def _one_grouping(
     if values is None:
         layout = _cells.count_table(grid, cells.count)
     else:
-        layout = _cells.aggregate_table(grid, cells.count, values, str(aggfunc))
+        layout = _cells.aggregate_table(grid, cells, values, str(aggfunc))
     evidence = grid_cells(cells, grid.shape, layout.rows, layout.columns)
     return _finish(layout.table, evidence, numbers is not None, aggfunc, rules, suppress)
 
@@ -212,25 +212,25 @@ def _table_evidence(
 def _results(outcomes: list[_checks.Outcome], table: Any) -> Any:
     """One row per cell and rule, row-major within each rule."""
     n_rows, n_cols = table.shape
-    row_labels = np.empty(n_rows, dtype=object)
-    row_labels[:] = list(table.index)
-    col_labels = np.empty(n_cols, dtype=object)
-    col_labels[:] = list(table.columns)
-    frames = [
-        pd.DataFrame(
-            {
-                "row": np.repeat(row_labels, n_cols),
-                "column": np.tile(col_labels, n_rows),
-                "rule": outcome.rule,
-                "parameters": [outcome.parameters] * (n_rows * n_cols),
-                "value": outcome.value.ravel(),
-                "status": outcome.status.ravel(),
-                "reason": outcome.reason.ravel(),
-            }
-        )
-        for outcome in outcomes
-    ]
-    return pd.concat(frames, ignore_index=True)
+    cells, rules = n_rows * n_cols, len(outcomes)
+    return pd.DataFrame(
+        {
+            "row": np.tile(np.repeat(_objects(table.index), n_cols), rules),
+            "column": np.tile(_objects(table.columns), n_rows * rules),
+            "rule": np.repeat(_objects([outcome.rule for outcome in outcomes]), cells),
+            "parameters": np.repeat(_objects([outcome.parameters for outcome in outcomes]), cells),
+            "value": np.concatenate([outcome.value.ravel() for outcome in outcomes]),
+            "status": np.concatenate([outcome.status.ravel() for outcome in outcomes]).astype(object),
+            "reason": np.concatenate([outcome.reason.ravel() for outcome in outcomes]).astype(object),
+        }
+    )
+
+
+def _objects(items: Any) -> Any:
+    """A 1-D object array of the items as they are (tuples and dicts stay single elements)."""
+    array = np.empty(len(items), dtype=object)
+    array[:] = list(items)
+    return array
 
 
 def _empty_results() -> Any:
