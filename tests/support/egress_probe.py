@@ -1,8 +1,8 @@
 """The egress probe: runs INSIDE a workspace sandbox (``python -c SOURCE PLAN_JSON``) and tries to get out.
 
-Standard library only. Each target is tried ``attempts`` times; a TCP attempt succeeds when a connection is
-established, a UDP or DNS attempt when any reply arrives, a name lookup when it returns an address. The report
-(what it is, what it could do, every success) is written to ``/outputs/probe.json``.
+Standard library only. Each target is tried ``attempts`` times; a TCP or Unix socket attempt succeeds when a
+connection is established, a UDP or DNS attempt when any reply arrives, a name lookup when it returns an address.
+The report (what it is, what it can see and write, every success) is written to ``/outputs/probe.json``.
 """
 
 from __future__ import annotations
@@ -47,6 +47,15 @@ def _udp(host: str, port: int, timeout: float, payload: bytes = b"probe") -> boo
         return bool(sock.recv(512))
 
 
+def _unix(path: str, timeout: float) -> bool:
+    """A Unix socket by path, or an abstract one ("@name")."""
+    address = "\0" + path[1:] if path.startswith("@") else path
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(address)
+        return True
+
+
 def _resolve(host: str, port: int, timeout: float) -> bool:
     del port, timeout
     return bool(socket.getaddrinfo(host, 80))
@@ -64,6 +73,8 @@ def attempt(target: dict[str, Any], timeout: float) -> str | None:
             _udp(host, port, timeout, _dns_query())
         elif kind == "resolve":
             _resolve(host, port, timeout)
+        elif kind == "unix":
+            _unix(host, timeout)
         else:
             raise ValueError(f"unknown kind {kind}")
     except (OSError, ValueError) as exc:
@@ -98,7 +109,22 @@ def identity() -> dict[str, Any]:
         "cap_bnd": status["CapBnd"].strip(),
         "no_new_privs": status["NoNewPrivs"].strip(),
         "pid": os.getpid(),
+        "interfaces": sorted(name for _, name in socket.if_nameindex()),
+        "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+        "new_user_namespace": _new_user_namespace(),
     }
+
+
+def _new_user_namespace() -> str:
+    """ "ok" if a process here could create a user namespace (tried in a child, which then exits)."""
+    import ctypes
+
+    pid = os.fork()
+    if pid == 0:
+        libc = ctypes.CDLL(None, use_errno=True)
+        os._exit(0 if libc.unshare(0x10000000) == 0 else ctypes.get_errno())  # CLONE_NEWUSER
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    return "ok" if code == 0 else errno.errorcode.get(code, str(code))
 
 
 def files(data_file: str) -> dict[str, Any]:
@@ -113,6 +139,19 @@ def files(data_file: str) -> dict[str, Any]:
     return result
 
 
+def hidden(paths: list[str]) -> dict[str, bool]:
+    """For each host path: True if it cannot be seen from here."""
+    return {path: not os.path.lexists(path) for path in paths}
+
+
+def write_attempt(path: str) -> str:
+    try:
+        Path(path).write_text("x")
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno or 0, "?")
+    return "ok"
+
+
 def hub(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - the plan's own hub URL
         return str(response.read().decode())
@@ -122,6 +161,9 @@ def main() -> None:
     plan = json.loads(sys.argv[1])
     report: dict[str, Any] = {"identity": identity(), **files(plan["data_file"])}
     report["hub"] = hub(plan["hub_url"]) if plan.get("hub_url") else None
+    report["hidden"] = hidden(plan.get("hidden", []))
+    report["writes"] = {path: write_attempt(path) for path in plan.get("writes", [])}
+    report["listings"] = {path: sorted(os.listdir(path)) for path in plan.get("listings", [])}
     report["results"] = try_everything(plan["targets"], plan["attempts"], plan["timeout"])
     Path("/outputs/probe.json").write_text(json.dumps(report, indent=1))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from enum import StrEnum
 from types import FrameType
 from typing import Annotated, Any
 
@@ -13,6 +14,18 @@ import typer
 from tre.cli._context import load_settings
 
 Port = Annotated[int, typer.Option(min=1, max=65535)]
+
+
+class SandboxModeOption(StrEnum):
+    auto = "auto"
+    root = "root"
+    rootless = "rootless"
+
+
+MODE_HELP = (
+    "How workspaces are isolated: root (network namespaces, veth, nftables; needs root), rootless (unprivileged "
+    "user namespaces with bubblewrap and Unix sockets; not as root), or auto (root for root, else rootless)."
+)
 
 
 def up(
@@ -28,6 +41,7 @@ def up(
     sandbox_pool: Annotated[
         str | None, typer.Option(help="Private IPv4 network for workspace links (default 10.213.0.0/16).")
     ] = None,
+    sandbox_mode: Annotated[SandboxModeOption, typer.Option(help=MODE_HELP)] = SandboxModeOption.auto,
 ) -> None:
     """Start OpenBao, the airlock API, JupyterHub with sandboxed workspaces, and the controller."""
     from tre.embedded import Ports, UpOptions, run_up
@@ -48,6 +62,7 @@ def up(
         public_ip=public_ip,
         controller_interval=controller_interval,
         sandbox_pool=sandbox_pool,
+        sandbox_mode=sandbox_mode.value,
     )
     stop = threading.Event()
 
@@ -60,9 +75,16 @@ def up(
     typer.echo("tre up: stopped")
 
 
+MODE_LINES = {
+    "root": "root mode (own network namespace, veth and firewall; one uid per workspace)",
+    "rootless": "rootless mode (user and network namespaces, Unix sockets to the hub; your uid)",
+}
+
+
 def _announce(endpoints: dict[str, Any]) -> None:
     typer.echo(f"JupyterHub:  {endpoints['hub']}")
     typer.echo(f"Airlock API: {endpoints['airlock']}")
+    typer.echo(f"Workspaces:  sandboxed, {MODE_LINES[endpoints['sandboxMode']]}")
     for user in endpoints.get("demoUsers", []):
         typer.echo(f"  demo user {user['name']:<6} ({', '.join(user['roles'])}): log in with token {user['token']}")
     typer.echo("Endpoints and tokens are in $TRE_HOME/run/endpoints.json (mode 0600). Ctrl-C stops everything.")

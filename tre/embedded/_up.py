@@ -1,9 +1,11 @@
 """``tre up``: start the whole embedded TRE in the foreground, and stop all of it cleanly.
 
 Order: lock the home and clear a killed run's leftovers → open (and migrate) the store, refusing a newer
-one → check every port → OpenBao (initialise/unseal) → demo seed → airlock API → JupyterHub (with its
-proxy) → first controller pass (provisions approved projects) → endpoints.json → wait. Stopping goes in
-reverse. A child that dies stops the whole TRE with a message naming its log.
+one → choose the sandbox mode (root or rootless) and check this machine can do it → check every port → stop
+any workspace sandbox a killed run left → prepare the host for sandboxes → OpenBao (initialise/unseal) → demo
+seed → airlock API → JupyterHub (with its proxy) → first controller pass (provisions approved projects) →
+endpoints.json → wait. Stopping goes in reverse. A child that dies stops the whole TRE with a message naming
+its log.
 """
 
 from __future__ import annotations
@@ -35,8 +37,14 @@ from tre.errors import InputError, TemporaryError
 from tre.services import utcnow
 from tre.storage import ObjectStore, open_object_store
 from tre.store import Store, sqlite_url
-from tre.workspaces._host import SandboxHost
-from tre.workspaces.sandbox import prepare_host, teardown_host
+from tre.workspaces._host import SandboxHost, SandboxMode
+from tre.workspaces.sandbox import (
+    check_sandbox_support,
+    clear_leftovers,
+    prepare_host,
+    resolve_mode,
+    teardown_host,
+)
 
 log = logging.getLogger(__name__)
 START_TIMEOUT = 60.0
@@ -50,6 +58,7 @@ class UpOptions:
     public_ip: str = "127.0.0.1"
     controller_interval: float = 30.0
     sandbox_pool: str | None = None
+    sandbox_mode: str = "auto"
 
 
 @dataclass
@@ -83,8 +92,11 @@ def up(options: UpOptions, stop: threading.Event, on_ready: Callable[[dict[str, 
         store = Store(sqlite_url(layout.home / "tre.db"))
         cleanup.callback(store.close)
         store.migrate()
-        check_ports_free(options.ports)
         host = sandbox_host(options, layout)
+        check_sandbox_support(host.mode).require()
+        check_ports_free(options.ports)
+        for sandbox_id in clear_leftovers(host):
+            log.warning("removed workspace sandbox %s left by an earlier 'tre up' that was killed", sandbox_id)
         prepare_host(host)
         cleanup.callback(teardown_host, host)
         running = _Running(layout)
@@ -99,17 +111,18 @@ def up(options: UpOptions, stop: threading.Event, on_ready: Callable[[dict[str, 
 
 
 def sandbox_host(options: UpOptions, layout: Layout) -> SandboxHost:
-    """The workspace sandboxes' shared settings; their state lives in the home (root only). A non-default pool
-    also gets its own nftables table and interface prefix, so two TREs on one machine never share them."""
+    """The workspace sandboxes' shared settings, in the chosen mode; their state lives in the home. A non-default
+    pool also gets its own nftables table and interface prefix, so two TREs on one machine never share them."""
     state_dir = layout.workspaces / "sandbox"
+    mode = resolve_mode(options.sandbox_mode)
     if not options.sandbox_pool:
-        return SandboxHost(state_dir=state_dir)
+        return SandboxHost(state_dir=state_dir, mode=mode)
     try:
         pool = IPv4Network(options.sandbox_pool)
     except ValueError as error:
         raise InputError(f"--sandbox-pool {options.sandbox_pool}: not an IPv4 network ({error})") from None
     tag = hashlib.sha256(str(pool).encode()).hexdigest()[:6]
-    return SandboxHost(pool=pool, table=f"tre_sandbox_{tag}", prefix=f"tw{tag}", state_dir=state_dir)
+    return SandboxHost(pool=pool, table=f"tre_sandbox_{tag}", prefix=f"tw{tag}", state_dir=state_dir, mode=mode)
 
 
 def _start(
@@ -118,7 +131,8 @@ def _start(
     hub_address = str(host.hub_address)
     objects = open_object_store((layout.home / "objects").as_uri())
     ports = options.ports
-    bao = running.start(openbao_child(layout, ports.vault, ports.vault_cluster, hub_address))
+    workspace_listener = hub_address if host.mode is SandboxMode.ROOT else None  # rootless: 127.0.0.1 already
+    bao = running.start(openbao_child(layout, ports.vault, ports.vault_cluster, workspace_listener))
     vault_url = prepare_openbao(bao, layout, ports.vault)
     users = seed_demo(layout, store, objects, now=utcnow()) if options.demo else []
     env = _environment(layout, vault_url)
@@ -132,7 +146,7 @@ def _start(
         target=run_forever, args=(controller, stop, options.controller_interval), name="controller", daemon=True
     )
     worker.start()
-    endpoints = _endpoints(options, vault_url, users, hub_address)
+    endpoints = _endpoints(options, vault_url, users, host)
     write_private_json(layout.endpoints, endpoints)
     return endpoints
 
@@ -166,6 +180,7 @@ def _start_hub(
 ) -> None:
     ports, hub_address = options.ports, str(host.hub_address)
     spawner = (
+        ("sandbox_mode", host.mode.value),
         ("workspace_root", str(layout.workspaces)),
         ("sandbox_pool", str(host.pool)),
         ("sandbox_table", host.table),
@@ -201,8 +216,8 @@ def _data_services(layout: Layout, vault_url: str, objects: ObjectStore) -> Data
     )
 
 
-def _endpoints(options: UpOptions, vault_url: str, users: list[DemoUser], hub_address: str) -> dict[str, Any]:
-    hub_url = f"http://{_shown_host(options.public_ip)}:{options.ports.hub}"
+def _endpoints(options: UpOptions, vault_url: str, users: list[DemoUser], host: SandboxHost) -> dict[str, Any]:
+    hub_url, hub_address = f"http://{_shown_host(options.public_ip)}:{options.ports.hub}", host.hub_address
     document: dict[str, Any] = {
         "hub": f"{hub_url}/hub/",
         "airlock": f"{hub_url}/services/airlock/api/v1/airlock",
@@ -210,6 +225,7 @@ def _endpoints(options: UpOptions, vault_url: str, users: list[DemoUser], hub_ad
         "hubApi": f"http://{hub_address}:{options.ports.hub_api}/hub/api",
         "vault": vault_url,
         "controllerService": CONTROLLER_SERVICE,
+        "sandboxMode": host.mode.value,
         "startedAt": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     if users:

@@ -16,8 +16,12 @@ SHORTCUTS = {"data": "/data", "outputs": "/outputs"}
 
 
 def prepare_directories(spec: SandboxSpec, uid: int) -> None:
-    """Make the data readable by the sandbox's uid, and the outputs and home directories exist and be its own."""
-    make_data_readable(spec.data_dir)
+    """Make the data readable by the sandbox's uid, and the outputs and home directories exist and be its own.
+    A sandbox running as this process's own uid (the rootless mode) reads the data as its owner: nothing changes."""
+    if uid == os.geteuid():
+        check_data_exists(spec.data_dir)
+    else:
+        make_data_readable(spec.data_dir)
     for directory in (spec.outputs_dir, spec.home_dir):
         own(directory, uid)
     for name, target in SHORTCUTS.items():
@@ -27,12 +31,16 @@ def prepare_directories(spec: SandboxSpec, uid: int) -> None:
             os.lchown(link, uid, uid)
 
 
+def check_data_exists(data_dir: Path) -> None:
+    if not data_dir.is_dir():
+        raise SandboxError(f"the data directory {data_dir} does not exist; provision the project's data first")
+
+
 def make_data_readable(data_dir: Path) -> None:
     """Let any uid read the files under ``data_dir`` (they are mounted read-only, and only into the project's
     sandboxes). Refused unless an ancestor directory is closed to other users, so that no local user outside a
     sandbox gains access: the embedded TRE_HOME is mode 0700."""
-    if not data_dir.is_dir():
-        raise SandboxError(f"the data directory {data_dir} does not exist; provision the project's data first")
+    check_data_exists(data_dir)
     if not any(not p.stat().st_mode & stat.S_IXOTH for p in data_dir.resolve().parents):
         raise SandboxError(
             f"the data directory {data_dir} is reachable by every local user: make TRE_HOME private (chmod 700)"

@@ -5,10 +5,16 @@ A pool is cut into /30 *slots*. Slot ``n`` owns four addresses: the network, the
 *hub address*, put on the host's loopback interface, where the hub (and anything else a workspace may reach)
 listens. A slot also names the sandbox's network namespace and host veth (``prefix`` + five digits) and
 gives it its own unprivileged uid and gid (``uid_base`` + slot).
+
+In the rootless mode (``SandboxMode.ROOTLESS``) there are no links, routes or firewall: each sandbox has an empty
+network namespace, the hub is reached on the host's loopback through Unix sockets, and every sandbox runs as the
+user running the hub. A slot then only names the sandbox's state.
 """
 
 from __future__ import annotations
 
+import enum
+import os
 import re
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
@@ -16,6 +22,7 @@ from pathlib import Path
 
 from tre.errors import InputError
 
+LOOPBACK = IPv4Address("127.0.0.1")
 DEFAULT_POOL = IPv4Network("10.213.0.0/16")
 DEFAULT_STATE_DIR = Path("/run/tre-sandbox")
 DEFAULT_UID_BASE = 2_100_000
@@ -23,6 +30,14 @@ SLOT_DIGITS = 5
 MAX_SLOTS = 10**SLOT_DIGITS
 _TABLE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 _PREFIX = re.compile(r"^[a-z][a-z0-9-]{1,9}$")  # a prefix plus five digits fits the 15 characters of a link name
+
+
+class SandboxMode(enum.Enum):
+    """How sandboxes are isolated: ``root`` (network namespace, veth, nftables; per-slot uids) or ``rootless``
+    (unprivileged user and network namespaces with bubblewrap; Unix sockets to the hub)."""
+
+    ROOT = "root"
+    ROOTLESS = "rootless"
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,7 @@ class SandboxHost:
     prefix: str = "tre-w"
     state_dir: Path = DEFAULT_STATE_DIR
     uid_base: int = DEFAULT_UID_BASE
+    mode: SandboxMode = SandboxMode.ROOT
 
     def __post_init__(self) -> None:
         if not self.pool.is_private or self.pool.prefixlen > 29:
@@ -70,7 +86,9 @@ class SandboxHost:
 
     @property
     def hub_address(self) -> IPv4Address:
-        return self.pool.broadcast_address - 1
+        """Where the hub (and whatever else a sandbox may reach) listens: the pool's hub address, or loopback in
+        the rootless mode."""
+        return LOOPBACK if self.mode is SandboxMode.ROOTLESS else self.pool.broadcast_address - 1
 
     @property
     def interface_pattern(self) -> str:
@@ -82,7 +100,8 @@ class SandboxHost:
             raise InputError(f"slot {slot} is outside the sandbox pool {self.pool}")
         base = self.pool.network_address + 4 * slot
         name = f"{self.prefix}{slot:0{SLOT_DIGITS}d}"
-        return SlotLink(slot, name, base + 1, base + 2, self.uid_base + slot)
+        uid = os.getuid() if self.mode is SandboxMode.ROOTLESS else self.uid_base + slot
+        return SlotLink(slot, name, base + 1, base + 2, uid)
 
     def owns_interface(self, name: str) -> bool:
         return name.startswith(self.prefix) and name[len(self.prefix) :].isdigit()

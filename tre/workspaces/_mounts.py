@@ -9,6 +9,7 @@ uid with ``setpriv``: no capabilities (bounding set cleared), no supplementary g
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -57,8 +58,9 @@ def root_entries(root: Path = Path("/")) -> list[str]:
     return argv
 
 
-def bwrap_argv(layout: Layout, system: list[str]) -> list[str]:
-    """The bubblewrap command line, up to and including ``--``; ``system`` is ``root_entries()``."""
+def bwrap_argv(layout: Layout, system: list[str], extra: Sequence[str] = ()) -> list[str]:
+    """The bubblewrap command line, up to and including ``--``; ``system`` is ``root_entries()``, ``extra`` more
+    options (the rootless mode's namespaces and sockets), placed after every other mount."""
     argv = [layout.bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
     argv += ["--unshare-cgroup-try", "--hostname", HOSTNAME, "--ro-bind", "/usr", "/usr", *system]
     argv += ["--dir", "/etc"]
@@ -75,7 +77,7 @@ def bwrap_argv(layout: Layout, system: list[str]) -> list[str]:
     for path in layout.read_only:
         argv += ["--ro-bind", str(path), str(path)]
     argv += ["--ro-bind", str(layout.data_dir), "/data", "--bind", str(layout.outputs_dir), "/outputs"]
-    argv += ["--bind", str(layout.home_dir), layout.home_inside, "--chdir", layout.home_inside, "--"]
+    argv += ["--bind", str(layout.home_dir), layout.home_inside, *extra, "--chdir", layout.home_inside, "--"]
     return argv
 
 
@@ -106,13 +108,22 @@ def setpriv_argv(setpriv: str, uid: int) -> list[str]:
 
 
 def write_etc(
-    etc_dir: Path, *, login: str, uid: int, home_inside: str, hub: IPv4Address, workspace: IPv4Address
+    etc_dir: Path,
+    *,
+    login: str,
+    uid: int,
+    home_inside: str,
+    hub: IPv4Address,
+    workspace: IPv4Address,
+    gid: int | None = None,
 ) -> None:
-    """The generated files of ``/etc``: one user, the hub's name, and no DNS server (lookups fail at once)."""
+    """The generated files of ``/etc``: one user, the hub's name, and no DNS server (lookups fail at once).
+    ``gid`` defaults to ``uid``."""
+    gid = uid if gid is None else gid
     etc_dir.mkdir(parents=True, exist_ok=True)
     files = {
-        "passwd": f"root:x:0:0::/root:/usr/sbin/nologin\n{login}:x:{uid}:{uid}::{home_inside}:/bin/bash\n",
-        "group": f"root:x:0:\n{login}:x:{uid}:\n",
+        "passwd": f"root:x:0:0::/root:/usr/sbin/nologin\n{login}:x:{uid}:{gid}::{home_inside}:/bin/bash\n",
+        "group": f"root:x:0:\n{login}:x:{gid}:\n",
         "hosts": f"127.0.0.1\tlocalhost\n{workspace}\t{HOSTNAME}\n{hub}\thub\n",
         "resolv.conf": "# A TRE workspace has no DNS: every other name is unknown.\n",
         "nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files\n",

@@ -16,6 +16,11 @@ The hub configuration this spawner needs (``tre up`` writes it; ``HUB`` is the s
     # addresses (bind_url "http://0.0.0.0:8000") and allow its port: c.SandboxSpawner.allowed_ports = [8000]
 
 The hub API URL's host must be the hub address (the spawner checks, and refuses to start otherwise).
+
+Without root (``c.SandboxSpawner.sandbox_mode = "rootless"``, the default for an ordinary user) there is no pool:
+the hub address is ``127.0.0.1``, so the hub's own default ``hub_bind_url`` (``http://127.0.0.1:8081``) is right,
+and every allowed port is reached through a Unix socket relay (see ``tre.workspaces._relay``). The server listens
+on ``127.0.0.1:workspace_port`` inside its sandbox; the hub and proxy reach it on a free loopback port.
 """
 
 from __future__ import annotations
@@ -35,14 +40,24 @@ from urllib.parse import urlparse
 
 from jupyterhub.spawner import Spawner, SpawnException  # type: ignore[import-untyped]
 from traitlets import Any as AnyTrait
-from traitlets import Callable, Float, Integer, List, Unicode, default
+from traitlets import Callable, Enum, Float, Integer, List, Unicode, default
 
 from tre.errors import TreError
 from tre.workspaces._access import TreStoreGate, WorkspaceGate, WorkspaceGrant
 from tre.workspaces._firewall import ensure_table
 from tre.workspaces._host import DEFAULT_POOL, DEFAULT_STATE_DIR, DEFAULT_UID_BASE
 from tre.workspaces._limits import Limits, parse_bytes, parse_cpus
-from tre.workspaces.sandbox import PreparedSandbox, Sandbox, SandboxError, SandboxHost, SandboxSpec, prepare_host
+from tre.workspaces.sandbox import (
+    MODES,
+    PreparedSandbox,
+    Sandbox,
+    SandboxError,
+    SandboxHost,
+    SandboxMode,
+    SandboxSpec,
+    prepare_host,
+    resolve_mode,
+)
 
 _UNSAFE = re.compile(r"[^a-z0-9._-]")
 _PATH_INSIDE = "/usr/local/bin:/usr/bin:/bin"
@@ -84,6 +99,14 @@ class SandboxSpawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type
         help="""Where workspaces keep their files: {root}/{project}/{user}/home and .../outputs, owned by the
         sandbox's uid. Default: $TRE_HOME/workspaces.""",
     ).tag(config=True)
+    sandbox_mode = Enum(
+        list(MODES),
+        "auto",
+        help="""How workspaces are isolated: "root" (network namespace, veth and nftables; each workspace its own
+        uid; the hub must run as root), "rootless" (unprivileged user and network namespaces with bubblewrap, Unix
+        sockets to the hub; the hub must not run as root), or "auto": root for root, rootless otherwise. If the
+        mode cannot work on this machine every spawn is refused.""",
+    ).tag(config=True)
     sandbox_pool = Unicode(
         str(DEFAULT_POOL),
         help="""Private IPv4 network cut into one /30 per workspace; its last address but one is the hub address,
@@ -111,9 +134,11 @@ class SandboxSpawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type
         Unicode(),
         help="Host directories mounted read-only at the same path (this Python and its venv always are).",
     ).tag(config=True)
-    workspace_port = Integer(8888, help="The port the server listens on inside its own network namespace.").tag(
-        config=True
-    )
+    workspace_port = Integer(
+        8888,
+        help="""The port the server listens on inside its own network namespace (rootless: on 127.0.0.1 there,
+        so it must differ from every port forwarded to the hub).""",
+    ).tag(config=True)
     vault_addr = Unicode(
         "",
         help="""Vault (OpenBao) URL as seen from inside a workspace, e.g. http://HUB:8200 (allow its port in
@@ -162,6 +187,7 @@ class SandboxSpawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type
         return SandboxHost(
             pool=IPv4Network(self.sandbox_pool), table=self.sandbox_table, prefix=self.sandbox_prefix,
             state_dir=Path(self.sandbox_state_dir), uid_base=self.sandbox_uid_base,
+            mode=resolve_mode(self.sandbox_mode),
         )  # fmt: skip
 
     def workspace_gate(self) -> WorkspaceGate:
@@ -243,7 +269,7 @@ class SandboxSpawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type
     ) -> None:
         """Audit the start, then start the server in the prepared sandbox (on the event loop's own thread, which
         lives as long as the hub: the sandbox dies with the thread that started it)."""
-        self.ip, self.port = str(prepared.link.workspace_address), self.workspace_port
+        self.ip, self.port = prepared.server  # where the server listens (JUPYTERHUB_SERVICE_URL)
         self.project = grant.project
         env = await self._workspace_env(spec, grant.project)
         details = {"extract": grant.extract, "sandbox": spec.sandbox_id, "server": self.name or ""}
@@ -252,6 +278,8 @@ class SandboxSpawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type
         )
         log_path = sandbox.host.state_dir / "logs" / f"{spec.sandbox_id}.log"
         sandbox.launch(prepared, self._command(), env, log_path=log_path)
+        if sandbox.endpoint is not None:
+            self.ip, self.port = sandbox.endpoint  # where the hub and proxy reach it (rootless: the relay)
 
     async def _check(self, project: str) -> WorkspaceGrant:
         try:
@@ -265,12 +293,14 @@ class SandboxSpawner(Spawner):  # type: ignore[misc]  # JupyterHub ships no type
             sandbox_id=self.sandbox_id(grant.project), login=self.login, data_dir=grant.data_dir,
             outputs_dir=home / "outputs", home_dir=home / "home", hub_ports=self._hub_ports(host),
             limits=self._limits(grant), read_only_paths=tuple(Path(p) for p in self.read_only_paths),
+            server_port=self.workspace_port,
         )  # fmt: skip
 
     def _hub_ports(self, host: SandboxHost) -> tuple[int, ...]:
         url = self.hub_connect_url or self.hub.api_url
         parsed = urlparse(url)
-        if parsed.hostname != str(host.hub_address):
+        names = {str(host.hub_address)} | ({"localhost"} if host.mode is SandboxMode.ROOTLESS else set())
+        if parsed.hostname not in names:
             raise SpawnException(
                 f"workspaces can reach the hub only at {host.hub_address}, but its API is at {url}: set "
                 f"c.JupyterHub.hub_bind_url = 'http://{host.hub_address}:8081'",
@@ -396,7 +426,8 @@ def _ready_host(host: SandboxHost) -> None:
     """``prepare_host`` once per hub process; after that only re-assert the firewall (atomic and idempotent), so a
     table removed behind our back is back before the next workspace starts."""
     if host in _READY_HOSTS:
-        ensure_table(host)
+        if host.mode is SandboxMode.ROOT:
+            ensure_table(host)
         return
     prepare_host(host)
     _READY_HOSTS.add(host)
