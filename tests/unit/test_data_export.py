@@ -138,6 +138,29 @@ def test_an_extract_is_copied_verified_and_published_as_current(
     assert (data / EXTRACTS).stat().st_mode & 0o777 == 0o755
 
 
+class DownloadOnly(LocalObjectStore):
+    """A store with nothing on this machine's disk, as S3 is: every file is downloaded, then checked."""
+
+    def local_path(self, key: str) -> Path | None:
+        return None
+
+
+def test_a_downloaded_extract_is_checked_too(approved: Tre, objects: LocalObjectStore, tmp_path: Path) -> None:
+    remote = DownloadOnly(objects.root)
+    first = provision(approved)
+    data = tmp_path / "data"
+    assert export_extract(first, remote, data).copied is True
+    assert_complete(data, first)
+    second = provision(approved)
+    stored = objects.local_path(second["datasets"][0]["file"]["key"])
+    assert stored is not None
+    stored.write_bytes(stored.read_bytes()[:-1] + b"\0")
+    with pytest.raises(IntegrityError, match="the stored copy is damaged or was changed"):
+        export_extract(second, remote, data)
+    assert_complete(data, first)
+    assert entries(data) == [CURRENT, EXTRACTS]
+
+
 def test_re_running_changes_nothing(approved: Tre, objects: LocalObjectStore, tmp_path: Path) -> None:
     manifest = provision(approved)
     data = tmp_path / "data"

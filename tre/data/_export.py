@@ -95,7 +95,7 @@ def export_extract(manifest: Mapping[str, Any], objects: ObjectStore, directory:
             _publish(_stage(files, document, objects, directory, extract), target)
         _point_current(directory, extract)
         removed = _remove_older(directory, extract)
-    size = sum((target / f.name).stat().st_size for f in files)
+        size = sum((target / f.name).stat().st_size for f in files)
     return ExportedExtract(extract, target, tuple(f.name for f in files), size, copied, removed)
 
 
