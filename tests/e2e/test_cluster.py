@@ -104,6 +104,28 @@ def test_an_approved_project_gets_its_isolation_boundary(cluster: Cluster, appro
     assert cluster.core.read_namespaced_service_account("tre-workspace", approved_project)
 
 
+def test_the_provisioning_job_publishes_onto_the_data_volume(cluster: Cluster, approved_project: str) -> None:
+    """The API server accepted the Job that copies the extract onto the data volume (``--to /data``). This set-up
+    has no S3 and no provisioner Secret, so the Job does not run to the end here; tests/unit/test_data_export.py and
+    tests/integration/test_provision_export.py run that command for real."""
+    from kubernetes.client import BatchV1Api
+
+    batch = BatchV1Api()
+
+    def job() -> Any:
+        jobs = batch.list_namespaced_job(approved_project, label_selector="tre.dev/component=provisioner").items
+        return jobs[0] if jobs else None
+
+    found = wait_for("the provisioning Job", job, timeout=120)
+    pod = found.spec.template.spec
+    (container,) = pod.containers
+    assert container.args == ["provision", PROJECT, "--to", "/data"]
+    assert [(m.name, m.mount_path) for m in container.volume_mounts if m.name == "data"] == [("data", "/data")]
+    (volume,) = [v for v in pod.volumes if v.name == "data"]
+    assert volume.persistent_volume_claim.claim_name == "tre-data"
+    assert cluster.core.read_namespaced_persistent_volume_claim("tre-data", approved_project)
+
+
 def test_a_workspace_pod_reaches_only_dns_the_hub_and_the_airlock(cluster: Cluster, approved_project: str) -> None:
     wait_for(
         "the project's NetworkPolicies",
