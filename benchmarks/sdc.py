@@ -11,12 +11,15 @@ Two synthetic record sets of ``--rows`` records with a positive, skewed value (l
 * wide: 200x20 cells, the 200 levels Zipf-distributed (exponent 1.7), so the tail has small and empty cells.
 
 For each, counts (``crosstab(a, b)``) and means (``pivot_table(values=v, index=a, columns=b, aggfunc="mean")``) are
-timed with plain pandas, tre.sdc and ACRO (``suppress=False``), each the median of ``--repeats`` runs. Then each
-cell's outcome for threshold, zeros, dominance and p% is compared with ACRO's per-cell outcome table (as
-tests/unit/test_sdc_acro_agreement.py does). ACRO's threshold check also fails empty cells, so our threshold is
-compared as threshold or zeros. ACRO applies no zeros check to a table of means (an empty cell shows NaN there);
-tre.sdc applies it to every table, so the empty cells of mean tables disagree. Disagreements are printed, not
-fatal: the script exits non-zero only on a crash.
+timed with plain pandas, tre.sdc and ACRO (``suppress=False``) on the same frame, each the median of ``--repeats``
+rounds that run the three in turn (so load from elsewhere on a shared machine falls on all three alike). pandas
+makes only the table; tre.sdc makes the same table (equal to pandas', tested) plus each cell's evidence (count,
+missing, negatives, sum, the two largest contributions) and the outcome of every rule; ACRO makes the table and its
+checks. Then each cell's outcome for threshold, zeros, dominance and p% is compared with ACRO's per-cell outcome
+table (as tests/unit/test_sdc_acro_agreement.py does). ACRO's threshold check also fails empty cells, so our
+threshold is compared as threshold or zeros. ACRO applies no zeros check to a table of means (an empty cell shows
+NaN there); tre.sdc applies it to every table, so the empty cells of mean tables disagree. Disagreements are
+printed, not fatal: the script exits non-zero only on a crash.
 """
 
 from __future__ import annotations
@@ -61,15 +64,20 @@ def records(rows: int, levels: tuple[int, int], zipf: float | None, seed: int) -
     return pd.DataFrame({"a": a_labels[a], "b": b_labels[b], "v": np.round(v, 2)})
 
 
-def median_seconds(call: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    """The median wall time of ``repeats`` calls, and the last call's result."""
-    times, result = [], None
+def median_seconds(calls: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """Each call's median wall time over ``repeats`` rounds, and its last result.
+
+    Every round runs each call once, in turn, so that load from elsewhere on a shared machine falls on all alike.
+    """
+    times: dict[str, list[float]] = {tool: [] for tool in calls}
+    results: dict[str, Any] = {}
     for _ in range(repeats):
-        gc.collect()
-        start = time.perf_counter()
-        result = call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        for tool, call in calls.items():
+            gc.collect()
+            start = time.perf_counter()
+            results[tool] = call()
+            times[tool].append(time.perf_counter() - start)
+    return {tool: statistics.median(seconds) for tool, seconds in times.items()}, results
 
 
 def calls(df: pd.DataFrame, statistic: str, session: Any) -> dict[str, Callable[[], Any]]:
@@ -139,9 +147,7 @@ def main() -> int:
     for name, df in datasets.items():
         for statistic in ("counts", "means"):
             case = f"{name} {statistic}"
-            seconds, results = {}, {}
-            for tool, call in calls(df, statistic, session).items():
-                seconds[tool], results[tool] = median_seconds(call, options.repeats)
+            seconds, results = median_seconds(calls(df, statistic, session), options.repeats)
             timings.append((case, seconds["pandas"], seconds["tre.sdc"], seconds["acro"]))
             agreements += [(case, *row) for row in agreement(results["tre.sdc"], results["acro"])]
             print(f"done: {case} ({results['tre.sdc'].table.size} cells)", file=sys.stderr)

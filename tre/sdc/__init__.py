@@ -1,9 +1,10 @@
 """Statistical disclosure control for researchers: tables and models checked before they reach the airlock.
 
-``crosstab`` and ``pivot_table`` return what pandas returns, plus per-cell evidence (gathered in one grouping pass
-over the records), the outcome of every rule for every cell, an overall status and, if asked, suppression with
-secondary suppression. ``ols``, ``logit`` and ``probit`` fit statsmodels formulas and check their residual degrees of
-freedom. Rules default to ACRO's (SACRO project); ``load_rules`` reads a policy file.
+``crosstab`` and ``pivot_table`` return what pandas returns, plus per-cell evidence (the records are grouped once,
+and the table and its evidence both come from that grouping), the outcome of every rule for every cell, an overall
+status and, if asked, suppression with secondary suppression. ``ols``, ``logit`` and ``probit`` fit statsmodels
+formulas and check their residual degrees of freedom. Rules default to ACRO's (SACRO project); ``load_rules`` reads
+a policy file.
 """
 
 from tre.sdc._acro import AcroOutput, read_acro_results
