@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from tre.errors import AuthenticationError, TemporaryError
-from tre.services import TOKEN_PREFIX, Actor, authenticate
+from tre.services import TOKEN_PREFIX, Actor
 from tre.store import Unit
 
 
@@ -30,12 +30,10 @@ class TokenIdentity:
     """API tokens created with ``tre token create`` (stored as SHA-256 digests)."""
 
     def actor(self, unit: Unit, authorization: str | None) -> Actor:
-        try:
-            return authenticate(unit, bearer_token(authorization))
-        except AuthenticationError:
-            raise AuthenticationError(
-                "the bearer token is not valid; ask an admin for one ('tre token create')"
-            ) from None
+        user = unit.users.for_token(bearer_token(authorization))  # checked on every call: revocation is immediate
+        if user is None:
+            raise AuthenticationError("the bearer token is not valid; ask an admin for one ('tre token create')")
+        return Actor(name=user.name, user=user)
 
 
 class HubIdentity:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Column, Integer, String, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session
 
 from tre.store._tables import (
@@ -84,18 +87,67 @@ class StoredRules:
     set_at: str
 
 
+# Statements built once with bound parameters: the airlock's reads are on the hot path of every API call.
+_REQUESTS = cast(Table, AirlockRequestRow.__table__)
+_FILES = cast(Table, AirlockFileRow.__table__)
+_BALLOTS = cast(Table, AirlockBallotRow.__table__)
+_CHECKS = cast(Table, AirlockCheckRow.__table__)
+_OVERRIDES = cast(Table, AirlockOverrideRow.__table__)
+_REQUEST_COLUMNS = [  # StoredRequest's fields, in order
+    _REQUESTS.c.id,
+    _REQUESTS.c.project_name.label("project"),
+    _REQUESTS.c.author,
+    _REQUESTS.c.title,
+    _REQUESTS.c.context,
+    _REQUESTS.c.controls,
+    _REQUESTS.c.state,
+    _REQUESTS.c.round,
+    _REQUESTS.c.created_at,
+    _REQUESTS.c.updated_at,
+    _REQUESTS.c.submitted_fingerprint,
+    _REQUESTS.c.rules,
+]
+_LISTING = select(*_REQUEST_COLUMNS).order_by(_REQUESTS.c.created_at, _REQUESTS.c.id)
+_GET_REQUEST = select(*_REQUEST_COLUMNS).where(_REQUESTS.c.id == bindparam("request_id"))
+_OF_REQUEST = bindparam("request_id", type_=String)
+_OF_ROUND = bindparam("round", type_=Integer)
+
+
+def _columns(table: Table, record: type) -> list[Column[Any]]:
+    """The table's columns for the dataclass's fields, in order, to build it from a row."""
+    return [table.c[f.name] for f in dataclasses.fields(record)]
+
+
+_FILES_OF = select(*_columns(_FILES, StoredFile)).where(_FILES.c.request_id == _OF_REQUEST).order_by(_FILES.c.name)
+_REMOVE_FILE = delete(_FILES).where(_FILES.c.request_id == _OF_REQUEST, _FILES.c.name == bindparam("file"))
+_ALL_BALLOTS_OF = select(*_columns(_BALLOTS, StoredBallot)).where(_BALLOTS.c.request_id == _OF_REQUEST)
+_BALLOTS_OF_ROUND = _ALL_BALLOTS_OF.where(_BALLOTS.c.round == _OF_ROUND).order_by(_BALLOTS.c.id)
+_ALL_BALLOTS_OF = _ALL_BALLOTS_OF.order_by(_BALLOTS.c.id)
+_CHECKS_OF = (
+    select(*_columns(_CHECKS, StoredCheck))
+    .where(_CHECKS.c.request_id == _OF_REQUEST, _CHECKS.c.round == _OF_ROUND)
+    .order_by(_CHECKS.c.id)
+)
+_OVERRIDES_OF = (
+    select(*_columns(_OVERRIDES, StoredOverride))
+    .where(_OVERRIDES.c.request_id == _OF_REQUEST, _OVERRIDES.c.round == _OF_ROUND)
+    .order_by(_OVERRIDES.c.id)
+)
+
+
 class AirlockRepository:
+    """Airlock rows in and out as plain dataclasses, with Core statements (no ORM objects to keep in step)."""
+
     def __init__(self, session: Session) -> None:
         self._session = session
 
     def create(self, request: StoredRequest) -> None:
-        fields = {k: v for k, v in request.__dict__.items() if k != "project"}
-        self._session.add(AirlockRequestRow(project_name=request.project, **fields))
-        self._session.flush()
+        fields = {k: v for k, v in dataclasses.asdict(request).items() if k != "project"}
+        self._session.execute(insert(_REQUESTS), {"project_name": request.project, **fields})
 
     def get(self, request_id: str) -> StoredRequest | None:
-        row = self._session.get(AirlockRequestRow, request_id)
-        return _request(row) if row else None
+        row = self._session.execute(_GET_REQUEST, {"request_id": request_id}).one_or_none()
+        return StoredRequest(*row) if row else None
 
     def find(
         self,
@@ -106,14 +158,14 @@ class AirlockRepository:
         offset: int = 0,
     ) -> list[StoredRequest]:
         """Requests, oldest first; only those of ``projects`` or in ``state`` when given; a page when ``limit`` is."""
-        query = select(AirlockRequestRow).order_by(AirlockRequestRow.created_at, AirlockRequestRow.id)
+        query = _LISTING
         if state is not None:
-            query = query.where(AirlockRequestRow.state == state)
+            query = query.where(_REQUESTS.c.state == state)
         if projects is not None:
-            query = query.where(AirlockRequestRow.project_name.in_(list(projects)))
+            query = query.where(_REQUESTS.c.project_name.in_(list(projects)))
         if limit is not None:
             query = query.limit(limit).offset(offset)
-        return [_request(r) for r in self._session.scalars(query)]
+        return [StoredRequest(*row) for row in self._session.execute(query).all()]
 
     def update(
         self,
@@ -125,60 +177,43 @@ class AirlockRepository:
         submitted_fingerprint: str | None = None,
         rules: str | None = None,
     ) -> None:
-        row = self._session.get_one(AirlockRequestRow, request_id)
-        row.state = state if state is not None else row.state
-        row.round = round if round is not None else row.round
-        if submitted_fingerprint is not None:
-            row.submitted_fingerprint = submitted_fingerprint
-        if rules is not None:
-            row.rules = rules
-        row.updated_at = now
-        self._session.flush()
+        changes = {"state": state, "round": round, "submitted_fingerprint": submitted_fingerprint, "rules": rules}
+        values = {name: value for name, value in changes.items() if value is not None}
+        query = update(_REQUESTS).where(_REQUESTS.c.id == request_id).values(updated_at=now, **values)
+        if self._session.execute(query).rowcount != 1:  # type: ignore[attr-defined]
+            raise NoResultFound(f"no airlock request {request_id} to update")
 
     def put_file(self, request_id: str, item: StoredFile) -> None:
         """Add a file, or replace the one with the same name."""
         self.remove_file(request_id, item.name)
-        self._session.add(AirlockFileRow(request_id=request_id, **item.__dict__))
-        self._session.flush()
+        self._session.execute(insert(_FILES), {"request_id": request_id, **dataclasses.asdict(item)})
 
     def remove_file(self, request_id: str, name: str) -> bool:
-        query = delete(AirlockFileRow).where(AirlockFileRow.request_id == request_id, AirlockFileRow.name == name)
-        removed = self._session.execute(query).rowcount  # type: ignore[attr-defined]
-        self._session.flush()
-        return bool(removed)
+        result = self._session.execute(_REMOVE_FILE, {"request_id": request_id, "file": name})
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def files(self, request_id: str) -> list[StoredFile]:
-        query = select(AirlockFileRow).where(AirlockFileRow.request_id == request_id).order_by(AirlockFileRow.name)
-        return [
-            StoredFile(r.name, r.kind, r.sha256, r.size, r.object_key, r.added_at, r.table_kind)
-            for r in self._session.scalars(query)
-        ]
+        return [StoredFile(*row) for row in self._session.execute(_FILES_OF, {"request_id": request_id})]
 
     def add_ballot(self, request_id: str, ballot: StoredBallot) -> None:
-        self._session.add(AirlockBallotRow(request_id=request_id, **ballot.__dict__))
-        self._session.flush()
+        self._session.execute(insert(_BALLOTS), {"request_id": request_id, **dataclasses.asdict(ballot)})
 
     def ballots(self, request_id: str, round: int | None = None) -> list[StoredBallot]:
-        query = select(AirlockBallotRow).where(AirlockBallotRow.request_id == request_id)
-        if round is not None:
-            query = query.where(AirlockBallotRow.round == round)
-        rows = self._session.scalars(query.order_by(AirlockBallotRow.id))
-        return [StoredBallot(r.round, r.checker, r.file, r.vote, r.comment, r.shared, r.at) for r in rows]
+        if round is None:
+            rows = self._session.execute(_ALL_BALLOTS_OF, {"request_id": request_id})
+        else:
+            rows = self._session.execute(_BALLOTS_OF_ROUND, {"request_id": request_id, "round": round})
+        return [StoredBallot(*row) for row in rows]
 
     def add_check(self, request_id: str, check: StoredCheck) -> None:
-        self._session.add(AirlockCheckRow(request_id=request_id, **check.__dict__))
-        self._session.flush()
+        self._session.execute(insert(_CHECKS), {"request_id": request_id, **dataclasses.asdict(check)})
 
     def add_override(self, request_id: str, override: StoredOverride) -> None:
-        self._session.add(AirlockOverrideRow(request_id=request_id, **override.__dict__))
-        self._session.flush()
+        self._session.execute(insert(_OVERRIDES), {"request_id": request_id, **dataclasses.asdict(override)})
 
     def overrides(self, request_id: str, round: int) -> list[StoredOverride]:
-        query = select(AirlockOverrideRow).where(
-            AirlockOverrideRow.request_id == request_id, AirlockOverrideRow.round == round
-        )
-        rows = self._session.scalars(query.order_by(AirlockOverrideRow.id))
-        return [StoredOverride(r.round, r.file, r.rule, r.status, r.checker, r.rationale, r.at) for r in rows]
+        rows = self._session.execute(_OVERRIDES_OF, {"request_id": request_id, "round": round})
+        return [StoredOverride(*row) for row in rows]
 
     def overrides_by_rule(self) -> dict[str, int]:
         query = select(AirlockOverrideRow.rule, func.count()).group_by(AirlockOverrideRow.rule)
@@ -209,26 +244,8 @@ class AirlockRepository:
         return _failed_checks_by_rule(self._session)
 
     def checks(self, request_id: str, round: int) -> list[StoredCheck]:
-        query = select(AirlockCheckRow).where(AirlockCheckRow.request_id == request_id, AirlockCheckRow.round == round)
-        rows = self._session.scalars(query.order_by(AirlockCheckRow.id))
-        return [StoredCheck(r.round, r.file, r.rule, r.status, r.detail) for r in rows]
-
-
-def _request(row: AirlockRequestRow) -> StoredRequest:
-    return StoredRequest(
-        row.id,
-        row.project_name,
-        row.author,
-        row.title,
-        row.context,
-        row.controls,
-        row.state,
-        row.round,
-        row.created_at,
-        row.updated_at,
-        row.submitted_fingerprint,
-        row.rules,
-    )
+        rows = self._session.execute(_CHECKS_OF, {"request_id": request_id, "round": round})
+        return [StoredCheck(*row) for row in rows]
 
 
 def _count_by_state(session: Session) -> dict[str, int]:

@@ -13,9 +13,9 @@ import json
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from tre.errors import IntegrityError
@@ -23,6 +23,14 @@ from tre.store._tables import AuditHeadRow, AuditRow
 
 GENESIS_HASH = "0" * 64
 _HEAD_ID = 1
+_HASHED = ("seq", "at", "actor", "action", "project", "target", "details", "prev_hash")  # in this order
+
+# Built once: an append is three statements on the hot path of every audited call (a view is a write).
+_HEAD = cast(Table, AuditHeadRow.__table__)
+_LOCK_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == _HEAD_ID).with_for_update()
+_READ_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == _HEAD_ID)
+_INSERT_ENTRY = insert(cast(Table, AuditRow.__table__))
+_MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == _HEAD_ID).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
 
 
 @dataclass(frozen=True)
@@ -71,8 +79,11 @@ def canonical_json(value: Any) -> str:
 
 def entry_hash(row: AuditRow) -> str:
     """The hash an entry must carry: over every field but the hash itself."""
-    payload = [row.seq, row.at, row.actor, row.action, row.project, row.target, row.details, row.prev_hash]
-    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+    return _hash([getattr(row, name) for name in _HASHED])
+
+
+def _hash(fields: list[Any]) -> str:
+    return hashlib.sha256(canonical_json(fields).encode("utf-8")).hexdigest()
 
 
 def _to_entry(row: AuditRow) -> AuditEntry:
@@ -105,30 +116,28 @@ class AuditLog:
         target: str = "",
         details: dict[str, Any],
     ) -> AuditEntry:
-        head = self._locked_head()
-        row = AuditRow(
-            seq=head.seq + 1,
-            at=at,
-            actor=actor,
-            action=action,
-            project=project,
-            target=target,
-            details=canonical_json(details),
-            prev_hash=head.hash,
-        )
-        row.hash = entry_hash(row)
-        head.seq, head.hash = row.seq, row.hash
-        self._session.add(row)
-        self._session.flush()
-        return _to_entry(row)
+        seq, prev_hash = self._locked_head()
+        row: dict[str, Any] = {
+            "seq": seq + 1,
+            "at": at,
+            "actor": actor,
+            "action": action,
+            "project": project,
+            "target": target,
+            "details": canonical_json(details),
+            "prev_hash": prev_hash,
+        }
+        row["hash"] = _hash([row[name] for name in _HASHED])
+        self._session.execute(_INSERT_ENTRY, row)
+        self._session.execute(_MOVE_HEAD, {"new_seq": row["seq"], "new_hash": row["hash"]})
+        return AuditEntry(**{**row, "details": json.loads(row["details"])})
 
-    def _locked_head(self) -> AuditHeadRow:
-        """The head row, locked until the transaction ends (created by the first migration)."""
-        query = select(AuditHeadRow).where(AuditHeadRow.id == _HEAD_ID).with_for_update()
-        head = self._session.scalars(query).one_or_none()
+    def _locked_head(self) -> tuple[int, str]:
+        """The head's sequence number and hash, locked until the transaction ends (created by the first migration)."""
+        head = self._session.execute(_LOCK_HEAD).one_or_none()
         if head is None:
             raise IntegrityError("the audit log head is missing: the database was altered outside tre")
-        return head
+        return int(head.seq), str(head.hash)
 
     def entries(self, *, project: str | None = None, since_seq: int = 0) -> Iterator[AuditEntry]:
         query = select(AuditRow).where(AuditRow.seq > since_seq).order_by(AuditRow.seq)
@@ -139,8 +148,8 @@ class AuditLog:
                 yield _to_entry(row)
 
     def head(self) -> tuple[int, str]:
-        head = self._session.get(AuditHeadRow, _HEAD_ID)
-        return (head.seq, head.hash) if head else (0, GENESIS_HASH)
+        head = self._session.execute(_READ_HEAD).one_or_none()
+        return (int(head.seq), str(head.hash)) if head else (0, GENESIS_HASH)
 
     def verify(self) -> VerifyResult:
         """Walk the chain from the start; report the first entry that breaks it."""

@@ -30,6 +30,7 @@ from tre.store._repositories import (
     TokenRepository,
     UserRepository,
 )
+from tre.store._writes import WriteQueue
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30
@@ -103,6 +104,7 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self.writes = WriteQueue(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -120,7 +122,14 @@ class Store:
 
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[Unit]:
-        """One atomic unit of work: committed on success, rolled back on any error."""
+        """One atomic unit of work: committed on success (before the block exits), rolled back on any error.
+
+        This process's writers take turns and share commits (see _writes); a write inside a write stands alone."""
+        if write and not self.writes.holds_turn():
+            with _translated_errors(self.url), self.writes.session() as session:
+                yield _make_unit(session)
+                session.flush()
+            return
         with _translated_errors(self.url), self.engine.connect() as conn:
             conn.execution_options(tre_write=write)
             with conn.begin(), Session(bind=conn, expire_on_commit=False) as session:

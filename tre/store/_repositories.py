@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from tre.spec import Approval, Dataset, Project, User
@@ -43,17 +44,32 @@ class StoredDataset:
     updated_at: str
 
 
+# Parsed declarations, by their stored JSON: the models are frozen, so one parse serves every caller until the
+# record changes (a changed record is a new key). Every API call reads its caller and a project.
+_user = lru_cache(maxsize=1024)(User.model_validate_json)
+_project = lru_cache(maxsize=1024)(Project.model_validate_json)
+_USER_OF_TOKEN = (
+    select(UserRow.record)
+    .join(TokenRow, TokenRow.user_name == UserRow.name)
+    .where(TokenRow.digest == bindparam("digest"), TokenRow.revoked_at.is_(None))
+)
+
+
 class UserRepository:
     def __init__(self, session: Session) -> None:
         self._session = session
 
     def get(self, name: str) -> User | None:
-        row = self._session.get(UserRow, name)
-        return User.model_validate_json(row.record) if row else None
+        record = self._session.scalar(select(UserRow.record).where(UserRow.name == name))
+        return _user(record) if record is not None else None
+
+    def for_token(self, token: str) -> User | None:
+        """The user a live (unrevoked) token belongs to, or None: one query."""
+        record = self._session.scalar(_USER_OF_TOKEN, {"digest": TokenRepository.digest(token)})
+        return _user(record) if record is not None else None
 
     def all(self) -> list[User]:
-        rows = self._session.scalars(select(UserRow).order_by(UserRow.name))
-        return [User.model_validate_json(r.record) for r in rows]
+        return [_user(record) for record in self._session.scalars(select(UserRow.record).order_by(UserRow.name))]
 
     def add(self, user: User, *, now: str) -> None:
         record = user.model_dump_json(by_alias=True)
@@ -164,8 +180,7 @@ def _stored_dataset(row: DatasetRow) -> StoredDataset:
 
 
 def _stored_project(row: ProjectRow) -> StoredProject:
-    project = Project.model_validate_json(row.spec)
-    return StoredProject(project, row.generation, row.phase, row.created_at, row.updated_at)
+    return StoredProject(_project(row.spec), row.generation, row.phase, row.created_at, row.updated_at)
 
 
 @dataclass(frozen=True)

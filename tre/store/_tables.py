@@ -122,6 +122,10 @@ class ExtractRow(Base):
 
 class AirlockRequestRow(Base):
     __tablename__ = "airlock_requests"
+    __table_args__ = (
+        Index("ix_airlock_requests_created_at_id", "created_at", "id"),  # the listing order
+        Index("ix_airlock_requests_project_created_at_id", "project_name", "created_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     project_name: Mapped[str] = mapped_column(ForeignKey("projects.name"), index=True)
