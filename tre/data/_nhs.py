@@ -35,6 +35,29 @@ def valid_mask(numbers: Int64Array) -> BoolArray:
     return result
 
 
+def _weighted_remainders(weights: Int64Array) -> npt.NDArray[np.int8]:
+    """For every five-digit block 0..99999: its digits weighted by ``weights``, summed, modulo 11."""
+    block = np.arange(10**5, dtype=np.int64)
+    five = (block[:, None] // 10 ** np.arange(4, -1, -1, dtype=np.int64)) % 10
+    remainders: npt.NDArray[np.int8] = ((five * weights).sum(axis=1) % 11).astype(np.int8)
+    return remainders
+
+
+_HIGH = _weighted_remainders(np.arange(10, 5, -1, dtype=np.int64))  # the first five digits, weights 10..6
+_LOW = _weighted_remainders(np.arange(5, 0, -1, dtype=np.int64))  # the last five, weights 5..1
+
+
+def modulus_11_ok(numbers: Int64Array) -> BoolArray:
+    """True where a number's ten digits (leading zeros included), weighted 10, 9, ..., 2 and (the check digit) 1,
+    sum to a multiple of 11: the rule of the SQL macro ``nhs_number_ok``, for numbers from 0 to 10**10 - 1.
+
+    Two table look-ups a number (its first and last five digits), not ten divisions."""
+    high, low = np.divmod(numbers, 10**5)
+    total = _HIGH[high] + _LOW[low]  # each below 11, so the sum is a multiple of 11 only when 0 or 11
+    result: BoolArray = (total == 0) | (total == 11)
+    return result
+
+
 def test_range_numbers(count: int, rng: np.random.Generator) -> Int64Array:
     """``count`` distinct valid NHS numbers from the range reserved for testing (at most 900,000 exist)."""
     if count > TEST_RANGE_CAPACITY:

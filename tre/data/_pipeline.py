@@ -1,10 +1,21 @@
-"""Run one dataset's extract with DuckDB: one pass over the source, bounded memory, Parquet out."""
+"""Run one dataset's extract: one streaming pass over the source, bounded memory, Parquet out.
+
+Three stages, each on a thread of its own when the limits allow two threads or more, with small bounded queues
+between them (memory stays flat whatever the source's size):
+
+1. read (``_source``): parse the source (Arrow releases the GIL while it parses; a CSV source is checksummed as its
+   bytes are read) and make a sound first cut of the filter (``_prefilter``), gathering what is left into batches;
+2. transform (``_transform``): per batch, DuckDB applies the exact filter, normalises the NHS number and generalises;
+   invalid NHS numbers and opted-out patients are dropped;
+3. write (``_writer``, the calling thread): gather kept rows into row groups, pseudonymise each distinct identifier
+   once per row group, write Parquet.
+"""
 
 from __future__ import annotations
 
 import csv
-import hashlib
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,28 +23,29 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tre.data._keys import PseudonymKey, hmac_pads
+from tre.data._keys import PseudonymKey
 from tre.data._plan import ExtractPlan
-from tre.data._source import CsvSource, describe_csv_error
-from tre.data._sql import (
-    COUNTS_SQL,
-    MACROS,
-    Parameters,
-    output_sql,
-    parquet_source_sql,
-    pseudonym_map_sql,
-    source_columns_used,
-    staged_sql,
-)
+from tre.data._prefilter import Prefilter, TypedValue
+from tre.data._readahead import ReadAhead
+from tre.data._source import open_source, sha256_file
+from tre.data._sql import MACROS, source_columns_used, typed_value_sql
+from tre.data._stages import StageClock
+from tre.data._transform import BatchTransform, load_optouts
+from tre.data._writer import ExtractWriter
 from tre.errors import InputError
+from tre.spec import ColumnType
 
-ROW_GROUP_SIZE = 122_880  # DuckDB's own: small enough that two threads share a 600k-row extract's writing
-_HASH_CHUNK = 4 * 1024 * 1024
+__all__ = ["EngineLimits", "ExtractCounts", "ExtractResult", "check_source_columns", "run_extract", "sha256_file"]
+
+BATCH_ROWS = 131_072  # rows (after the first cut) per DuckDB query: big enough that a query's fixed cost is noise
+READ_AHEAD = 2  # batches a stage may have ready for the next: the queues that bound memory
+READ, FIRST_CUT = "read", "first cut"  # stage names (see ExtractResult.stage_seconds)
 
 
 @dataclass(frozen=True)
 class EngineLimits:
-    """How much of the machine one extract may use; DuckDB spills to ``temp_dir`` beyond the memory limit."""
+    """How much of the machine one extract may use: ``threads`` (with two or more, its stages overlap) and DuckDB's
+    memory limit (it spills to ``temp_dir`` beyond it)."""
 
     threads: int = 2
     memory_limit: str = "1GB"
@@ -50,18 +62,12 @@ class ExtractCounts:
 
 @dataclass(frozen=True)
 class ExtractResult:
-    """What one extract did, and the SHA-256 of the source bytes it read."""
+    """What one extract did, the SHA-256 of the source bytes it read, and the CPU seconds of each stage (read,
+    checksum, first cut, sql, opt-out, pseudonymise, write), on whichever thread ran it."""
 
     counts: ExtractCounts
     source_sha256: str
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    stage_seconds: dict[str, float] = field(default_factory=dict, compare=False)
 
 
 def source_columns(plan: ExtractPlan, path: Path) -> list[str]:
@@ -97,23 +103,47 @@ def check_source_columns(plan: ExtractPlan, path: Path) -> None:
 
 def _connect(limits: EngineLimits, temp_dir: Path) -> duckdb.DuckDBPyConnection:
     config: dict[str, Any] = {
-        "threads": limits.threads,
+        # each query runs on the thread that asks for it; more DuckDB threads only with more than two to spare
+        "threads": max(1, limits.threads - 2),
         "memory_limit": limits.memory_limit,
         "temp_directory": str(temp_dir),
-        "preserve_insertion_order": False,
     }
-    return duckdb.connect(":memory:", config=config)
+    return _with_macros(duckdb.connect(":memory:", config=config))
 
 
-def _load_optouts(con: duckdb.DuckDBPyConnection, optouts: Path | None) -> None:
-    if optouts is None:
-        con.execute("CREATE TEMP TABLE optouts (nhs_number BIGINT)")
-    else:
-        con.execute("CREATE TEMP TABLE optouts AS SELECT nhs_number FROM read_parquet($path)", {"path": str(optouts)})
+def _with_macros(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    for macro in MACROS:
+        con.execute(macro)
+    return con
 
 
-def _literal_path(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
+def _cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A second connection to the same database, for another thread (macros are per connection)."""
+    return _with_macros(con.cursor())
+
+
+def _first_cut(source: Iterable[pa.RecordBatch], prefilter: Prefilter, clock: StageClock) -> Iterator[pa.Table]:
+    """The source's rows that pass the first cut, gathered into tables of about ``BATCH_ROWS`` rows."""
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in clock.each(READ, source):
+        with clock.stage(FIRST_CUT):
+            cut = prefilter.apply(batch)
+        if cut.num_rows:
+            pending.append(cut)
+            rows += cut.num_rows
+        if rows >= BATCH_ROWS:
+            yield pa.Table.from_batches(pending)
+            pending, rows = [], 0
+    if pending:
+        yield pa.Table.from_batches(pending)
+
+
+def _typed_values(con: duckdb.DuckDBPyConnection) -> TypedValue:
+    def typed(value: Any, kind: ColumnType) -> pa.Array:
+        return con.sql(typed_value_sql(kind), params={"v": value}).to_arrow_table().column(0).combine_chunks()
+
+    return typed
 
 
 def run_extract(
@@ -126,55 +156,57 @@ def run_extract(
     temp_dir: Path,
     limits: EngineLimits | None = None,
 ) -> ExtractResult:
-    """Extract ``source`` per ``plan`` into the Parquet file ``output``: its counts, and the checksum of the source
-    bytes read. InputError on a source that does not fit."""
+    """Extract ``source`` per ``plan`` into the Parquet file ``output``: its counts, the checksum of the source
+    bytes read, and the CPU seconds of each stage. InputError on a source that does not fit; nothing is left at
+    ``output`` after any failure."""
     check_source_columns(plan, source)
-    con = _connect(limits or EngineLimits(), temp_dir)
+    limits = limits or EngineLimits()
+    clock = StageClock()
+    con = _connect(limits, temp_dir)
     try:
-        for macro in MACROS:
-            con.execute(macro)
-        _load_optouts(con, optouts)
-        rows_read, source_sha256 = _stage(con, plan, source)
-        counts = ExtractCounts(rows_read, *con.execute(COUNTS_SQL).fetchone())  # type: ignore[misc]
-        ipad, opad = hmac_pads(key.key)
-        for column in plan.pseudonymised:
-            con.execute(pseudonym_map_sql(column, plan), {"ipad": ipad, "opad": opad})
-        con.execute(
-            f"COPY ({output_sql(plan)}) TO {_literal_path(output)} "
-            f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE {ROW_GROUP_SIZE})"
-        )
+        prefilter = Prefilter(plan, _typed_values(con))
+        transform = BatchTransform(plan, con, load_optouts(optouts), clock)
+        writer = ExtractWriter(plan, _cursor(con), key, output, clock)
+        reader = open_source(plan, source, source_columns_used(plan), clock)
+        try:
+            _run(_first_cut(reader, prefilter, clock), transform, writer, threaded=limits.threads > 1)
+        finally:
+            reader.close()
+        tally = transform.tally
+        counts = ExtractCounts(reader.rows_read, tally.matching, tally.invalid, tally.opted, writer.rows_written)
+        return ExtractResult(counts, reader.sha256, clock.seconds)
     except duckdb.Error as exc:
         output.unlink(missing_ok=True)
         raise InputError(f"dataset {plan.dataset}: {_first_line(exc)}") from None
+    except BaseException:
+        output.unlink(missing_ok=True)
+        raise
     finally:
         con.close()
-    return ExtractResult(counts, source_sha256)
 
 
-def _stage(con: duckdb.DuckDBPyConnection, plan: ExtractPlan, source: Path) -> tuple[int, str]:
-    """The staged table of rows matching the filter, from one pass over the source; the rows read and checksum."""
-    params = Parameters()
-    if plan.format == "parquet":
-        source_sha256 = sha256_file(source)
-        con.execute(
-            staged_sql(plan, params, parquet_source_sql(plan, "$source")), params.values | {"source": str(source)}
-        )
-        return pq.ParquetFile(source).metadata.num_rows, source_sha256
+def _run(batches: Iterator[pa.Table], transform: BatchTransform, writer: ExtractWriter, *, threaded: bool) -> None:
+    """Read, transform, write; each stage on a thread of its own when ``threaded``."""
+    ahead: list[ReadAhead[pa.Table]] = []
+    if threaded:
+        ahead.append(ReadAhead(batches, READ_AHEAD))
+        batches = iter(ahead[-1])
+    kept: Iterator[pa.Table] = (transform(batch) for batch in batches)
+    if threaded:
+        ahead.append(ReadAhead(kept, READ_AHEAD))
+        kept = iter(ahead[-1])
     try:
-        csv_source = CsvSource(plan, source, source_columns_used(plan))
-    except pa.ArrowException as exc:
-        raise InputError(f"dataset {plan.dataset}: {describe_csv_error(plan, exc)}") from None
-    try:
-        con.register("source_rows", csv_source.batches)
-        con.execute(staged_sql(plan, params, "source_rows"), params.values)
-        return csv_source.rows_read, csv_source.sha256
-    except duckdb.Error:
-        if csv_source.error is None:
-            raise
-        raise InputError(f"dataset {plan.dataset}: {describe_csv_error(plan, csv_source.error)}") from None
+        for table in kept:
+            writer.add(table)
+        writer.close()
+    except BaseException:
+        writer.abandon()
+        raise
     finally:
-        con.unregister("source_rows")
-        csv_source.close()
+        for stage in ahead:
+            stage.cancel()
+        for stage in ahead:
+            stage.close()
 
 
 def _first_line(error: Exception) -> str:

@@ -1,8 +1,9 @@
-"""Reading a source exactly once.
+"""Reading a source exactly once, as a stream of Arrow record batches of the columns the extract uses.
 
 A CSV source goes through Arrow's streaming CSV reader with the declared types: rows are counted and bytes hashed
-as they pass on their way into DuckDB, so one pass gives the extract, the count of rows read and the checksum of
-exactly the bytes that were parsed. A Parquet source is read by DuckDB; its row count is in the file's metadata.
+as they are parsed, so one pass gives the extract, the count of rows read and the checksum of exactly the bytes
+that were parsed. A Parquet source is checksummed, then read row group by row group with its columns as stored (the
+extract casts them to the declared types, in SQL).
 """
 
 from __future__ import annotations
@@ -17,18 +18,17 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from tre.data._plan import ExtractPlan
-from tre.spec import ColumnType
+from tre.data._prefilter import ARROW_TYPES
+from tre.data._stages import StageClock
+from tre.errors import InputError
 
-BLOCK_SIZE = 1024 * 1024
-ARROW_TYPES = {
-    ColumnType.STRING: pa.string(),
-    ColumnType.INTEGER: pa.int64(),
-    ColumnType.FLOAT: pa.float64(),
-    ColumnType.DATE: pa.date32(),
-    ColumnType.BOOLEAN: pa.bool_(),
-}
+BLOCK_SIZE = 4 * 1024 * 1024  # CSV bytes per batch: fewer, larger batches cost less per row than 1 MiB ones
+PARQUET_BATCH_ROWS = 65_536
+_HASH_CHUNK = 4 * 1024 * 1024
+CHECKSUM = "checksum"  # the stage that hashes the source's bytes
 
 
 def _spellings(*words: str) -> list[str]:
@@ -43,9 +43,10 @@ _FALSE = _spellings("false", "f", "no", "n", "0")
 class HashingReader(io.RawIOBase):
     """A read-only, forward-only view of a file that feeds every byte read through SHA-256."""
 
-    def __init__(self, handle: io.BufferedReader) -> None:
+    def __init__(self, handle: io.BufferedReader, clock: StageClock) -> None:
         self._handle = handle
         self._digest = hashlib.sha256()
+        self._clock = clock
 
     def readable(self) -> bool:
         return True
@@ -53,7 +54,8 @@ class HashingReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         count = self._handle.readinto(buffer)
         if count:
-            self._digest.update(memoryview(buffer)[:count])
+            with self._clock.stage(CHECKSUM):  # on the thread Arrow reads with
+                self._digest.update(memoryview(buffer)[:count])
         return count or 0
 
     def hexdigest(self) -> str:
@@ -64,49 +66,90 @@ class HashingReader(io.RawIOBase):
 
 
 class CsvSource:
-    """A CSV source opened for one pass: ``batches`` for DuckDB, then ``rows_read`` and ``sha256``."""
+    """A CSV source opened for one pass: iterate for its batches (the columns used, typed as declared), then
+    ``rows_read`` and ``sha256``. Errors are InputErrors that name the row and column, never quoting a value."""
 
-    def __init__(self, plan: ExtractPlan, path: Path, columns: list[str]) -> None:
+    def __init__(self, plan: ExtractPlan, path: Path, columns: list[str], clock: StageClock) -> None:
         self.rows_read = 0
-        self.error: pa.ArrowException | None = None
+        self.sha256 = ""  # known once every batch has been read
+        self._plan = plan
         self._file = path.open("rb")
-        self._hashing = HashingReader(self._file)
-        reader: pacsv.CSVStreamingReader | None = None
+        self._hashing = HashingReader(self._file, clock)
+        self._reader: pacsv.CSVStreamingReader | None = None
         try:
-            reader = pacsv.open_csv(self._hashing, **_csv_options(plan, columns))  # parses the first block
-        except pa.ArrowInvalid:
+            self._reader = pacsv.open_csv(self._hashing, **_csv_options(plan, columns))  # parses the first block
+        except pa.ArrowInvalid as exc:
             if not _has_no_records(path):
                 self.close()
-                raise
+                raise self._error(exc) from None
         except BaseException:
             self.close()
             raise
-        schema = pa.schema([(name, ARROW_TYPES[plan.declared_type(name)]) for name in columns])
-        self.batches = pa.RecordBatchReader.from_batches(schema, self._counted(reader))
 
-    def _counted(self, reader: pacsv.CSVStreamingReader | None) -> Iterator[pa.RecordBatch]:
-        if reader is None:
-            return
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
         try:
-            for batch in reader:
+            for batch in self._reader or ():
                 self.rows_read += batch.num_rows
                 yield batch
         except pa.ArrowException as exc:
-            self.error = exc  # DuckDB reports it wrapped in a traceback; the caller reports this instead
-            raise
+            raise self._error(exc) from None
+        self.sha256 = self._hashing.hexdigest()
 
-    @property
-    def sha256(self) -> str:
-        return self._hashing.hexdigest()
+    def _error(self, exc: pa.ArrowException) -> InputError:
+        return InputError(f"dataset {self._plan.dataset}: {describe_csv_error(self._plan, exc)}")
 
     def close(self) -> None:
         self._file.close()
 
 
+class ParquetSource:
+    """A Parquet source opened for one pass: iterate for its checksum, then its batches (the columns used, as stored),
+    then ``rows_read`` and ``sha256``."""
+
+    def __init__(self, plan: ExtractPlan, path: Path, columns: list[str], clock: StageClock) -> None:
+        self.rows_read = 0
+        self.sha256 = ""
+        self._plan, self._path, self._columns, self._clock = plan, path, columns, clock
+        try:
+            self._file = pq.ParquetFile(path)
+        except (pa.ArrowException, OSError) as exc:
+            raise self._error(exc) from None
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        with self._clock.stage(CHECKSUM):
+            self.sha256 = sha256_file(self._path)
+        try:
+            for batch in self._file.iter_batches(PARQUET_BATCH_ROWS, columns=self._columns, use_threads=False):
+                self.rows_read += batch.num_rows
+                yield batch
+        except (pa.ArrowException, OSError) as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc: Exception) -> InputError:
+        return InputError(f"dataset {self._plan.dataset}: {self._path.name} is not a readable Parquet file ({exc})")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def open_source(plan: ExtractPlan, path: Path, columns: list[str], clock: StageClock) -> CsvSource | ParquetSource:
+    """``path`` opened for one pass; InputError if it cannot be read as its format."""
+    source = ParquetSource if plan.format == "parquet" else CsvSource
+    return source(plan, path, columns, clock)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _csv_options(plan: ExtractPlan, columns: list[str]) -> dict[str, Any]:
     declared = [name for name, _ in plan.declared]
     return {
-        # parsed on the DuckDB thread that asks for the next batch, so EngineLimits.threads bounds the whole extract
+        # parsed on the thread that asks for the next batch (not Arrow's pool), so EngineLimits.threads holds
         "read_options": pacsv.ReadOptions(column_names=declared, skip_rows=1, block_size=BLOCK_SIZE, use_threads=False),
         "parse_options": pacsv.ParseOptions(newlines_in_values=True),
         "convert_options": pacsv.ConvertOptions(

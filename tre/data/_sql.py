@@ -85,10 +85,18 @@ def filter_sql(plan: ExtractPlan, params: Parameters) -> str:
     return "coalesce(" + " AND ".join(f"({p})" for p in parts) + ", false)"
 
 
-def parquet_source_sql(plan: ExtractPlan, path_param: str) -> str:
-    """A Parquet source with its columns cast to the declared types."""
-    casts = ", ".join(f"CAST({quote(n)} AS {SQL_TYPES[k]}) AS {quote(n)}" for n, k in plan.declared)
-    return f"(SELECT {casts} FROM read_parquet({path_param}))"
+def cast_source_sql(plan: ExtractPlan, columns: list[str], table: str) -> str:
+    """A batch of a Parquet source with its columns cast to the declared types (a CSV source is parsed as declared)."""
+    casts = ", ".join(f"CAST({quote(n)} AS {SQL_TYPES[plan.declared_type(n)]}) AS {quote(n)}" for n in columns)
+    return f"(SELECT {casts} FROM {table})"
+
+
+def typed_value_sql(column_type: ColumnType) -> str:
+    """The value of parameter ``$v`` as the filter compares it: cast to the column's declared type (NULL for an
+    infinite date, which Python cannot hold: it would come back as the largest or smallest finite one)."""
+    if column_type is ColumnType.DATE:
+        return "SELECT CASE WHEN isfinite(d) THEN d END FROM (SELECT CAST($v AS DATE) AS d)"
+    return f"SELECT CAST($v AS {SQL_TYPES[column_type]})"
 
 
 def source_columns_used(plan: ExtractPlan) -> list[str]:
@@ -99,82 +107,54 @@ def source_columns_used(plan: ExtractPlan) -> list[str]:
     return [name for name, _ in plan.declared if name in used]
 
 
-# Working columns of the staged table. '#' cannot occur in a declared column name, so these never clash with one.
-VALID, OPTED, NUMBER = quote("#valid"), quote("#opted"), quote("#nhs")
-KEPT = f"{VALID} AND NOT coalesce({OPTED}, false)"
-COUNTS_SQL = (
-    f"SELECT count(*), coalesce(count_if(NOT {VALID}), 0), "
-    f"coalesce(count_if({VALID} AND coalesce({OPTED}, false)), 0), coalesce(count_if({KEPT}), 0) FROM staged"
-)
+# The working column of the NHS number. '#' cannot occur in a declared column name, so it never clashes with one.
+NUMBER_COLUMN = "#nhs"
+NUMBER = quote(NUMBER_COLUMN)
 
 
 def _by_number(column: str, plan: ExtractPlan) -> bool:
-    """The NHS number is pseudonymised from its ten digits, kept in the staged table as a number."""
+    """The NHS number is pseudonymised from its ten digits (normalised, so spacing never splits a patient in two)."""
     return column == plan.nhs_number_column
 
 
-def _staged_expression(column: OutputColumn, plan: ExtractPlan) -> str | None:
-    """A column as it is staged: generalised already; a direct identifier as it is (the NHS number not at all: its
-    normalised number is staged instead)."""
+def _output_expression(column: OutputColumn, plan: ExtractPlan) -> str | None:
+    """A column as it leaves the batch query. Generalised already, except the outward code (worked out once per
+    distinct postcode, by ``outward_sql``); a direct identifier as the text its pseudonym is keyed on, except the NHS
+    number (its ten digits are the number column)."""
     name = quote(column.name)
     match column.transform:
+        case Transform.PSEUDONYMISE if _by_number(column.name, plan):
+            return None
         case Transform.PSEUDONYMISE:
-            return None if _by_number(column.name, plan) else name
+            return f"CAST({name} AS VARCHAR) AS {name}"
         case Transform.YEAR:
             return f"CAST(year({name}) AS INTEGER) AS {name}"
         case Transform.MONTH:
             return f"strftime({name}, '%Y-%m') AS {name}"
-        case Transform.OUTWARD_CODE:
-            return f"outward_code({name}) AS {name}"
         case _:
             return name
 
 
-def staged_sql(plan: ExtractPlan, params: Parameters, source: str) -> str:
-    """One pass over the source keeping only rows that match the filter, with their NHS number checks, and their
-    quasi-identifiers generalised."""
+def batch_sql(plan: ExtractPlan, params: Parameters, source: str) -> str:
+    """The rows of one batch that match the filter: the NHS number as a number (-1 unless it has ten digits once
+    spaces and hyphens are removed) and the output columns, mostly generalised (see ``_output_expression``)."""
     keep = filter_sql(plan, params)
-    carried = [e for e in (_staged_expression(c, plan) for c in plan.outputs) if e is not None]
+    outputs = [e for e in (_output_expression(c, plan) for c in plan.outputs) if e is not None]
     if plan.nhs_number_column:
-        nhs = f"nhs_normalised(CAST({quote(plan.nhs_number_column)} AS VARCHAR))"
-        # computed once in the inner query: the check refers to the number ten times
-        number = f"nhs_ten_digits({nhs}) AS {NUMBER}"
-        flags = f"nhs_number_ok({NUMBER}) AS {VALID}, {NUMBER} IN (SELECT nhs_number FROM optouts) AS {OPTED}"
+        digits = f"nhs_ten_digits(nhs_normalised(CAST({quote(plan.nhs_number_column)} AS VARCHAR)))"
+        number = f"coalesce({digits}, -1) AS {NUMBER}"
     else:
-        number, flags = f"NULL::BIGINT AS {NUMBER}", f"true AS {VALID}, false AS {OPTED}"
-    matching = f"SELECT {number}, * FROM {source} WHERE {keep}"
-    return f"CREATE TEMP TABLE staged AS SELECT {', '.join([flags, NUMBER, *carried])} FROM ({matching})"
+        number = f"CAST(-1 AS BIGINT) AS {NUMBER}"
+    return f"SELECT {', '.join([NUMBER, *outputs])} FROM (SELECT {number}, * FROM {source} WHERE {keep})"
 
 
-def map_table(column: str) -> str:
-    return quote(f"map_{column}")
+def outward_sql(table: str) -> str:
+    """The outward code of each value in column ``v`` of ``table``, in the same order."""
+    return f"SELECT outward_code(v) FROM {table}"
 
 
-def _identifier(column: str, plan: ExtractPlan, table: str) -> str:
-    """The staged value a direct identifier's pseudonym is keyed on."""
-    return f"{table}.{NUMBER}" if _by_number(column, plan) else f"CAST({table}.{quote(column)} AS VARCHAR)"
-
-
-def pseudonym_map_sql(column: str, plan: ExtractPlan) -> str:
-    """Distinct values of a direct identifier among kept rows, each hashed once.
-
-    The NHS number is hashed in its normalised form, its ten digits (so spacing never changes a patient's
-    pseudonym); any other identifier as text."""
-    value = _identifier(column, plan, "s")
-    text = "lpad(CAST(v AS VARCHAR), 10, '0')" if _by_number(column, plan) else "v"
-    values = f"SELECT DISTINCT {value} AS v FROM staged s WHERE {KEPT} AND {value} IS NOT NULL"
-    return f"CREATE TEMP TABLE {map_table(column)} AS SELECT v, tre_hmac({text}, $ipad, $opad) AS p FROM ({values})"
-
-
-def output_sql(plan: ExtractPlan) -> str:
-    """The extract: kept rows, approved columns, identifiers replaced by their pseudonyms."""
-    selects = ", ".join(
-        f"{map_table(c.name)}.p AS {quote(c.name)}" if c.transform is Transform.PSEUDONYMISE else f"s.{quote(c.name)}"
-        for c in plan.outputs
-    )
-    joins = " ".join(
-        f"LEFT JOIN {map_table(c.name)} ON {map_table(c.name)}.v = {_identifier(c.name, plan, 's')}"
-        for c in plan.outputs
-        if c.transform is Transform.PSEUDONYMISE
-    )
-    return f"SELECT {selects} FROM staged s {joins} WHERE {KEPT}"
+def pseudonym_sql(table: str, *, nhs_number: bool) -> str:
+    """The keyed pseudonym of each value in column ``v`` of ``table``, in the same order: an NHS number is keyed on
+    its ten digits, anything else on its text."""
+    text = "lpad(CAST(v AS VARCHAR), 10, '0')" if nhs_number else "v"
+    return f"SELECT tre_hmac({text}, $ipad, $opad) FROM {table}"

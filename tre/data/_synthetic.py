@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from tre.data._nhs import TEST_RANGE_CAPACITY, test_range_numbers
 
@@ -29,6 +31,7 @@ class SyntheticFiles:
     rows: int
     patients: int
     opted_out: int
+    episodes_parquet: Path | None = None  # the same episodes as Parquet, when asked for
 
 
 def _days(start: dt.date, end: dt.date) -> tuple[int, int]:
@@ -93,18 +96,32 @@ def write_optouts(path: Path, table: pa.Table, fraction: float, seed: int) -> in
 
 
 def write_demo_data(
-    directory: Path, *, rows: int = 20_000, patients: int | None = None, seed: int = 2026, optout_fraction: float = 0.05
+    directory: Path,
+    *,
+    rows: int = 20_000,
+    patients: int | None = None,
+    seed: int = 2026,
+    optout_fraction: float = 0.05,
+    parquet: bool = False,
 ) -> SyntheticFiles:
-    """Write ``hospital-episodes.csv`` and ``optouts.txt`` into ``directory``.
+    """Write ``hospital-episodes.csv`` (and, with ``parquet``, the same rows as ``hospital-episodes.parquet``) and
+    ``optouts.txt`` into ``directory``.
 
     By default one patient per four episodes, capped by the size of the NHS test number range."""
     directory.mkdir(parents=True, exist_ok=True)
     patients = patients or min(max(1, rows // 4), TEST_RANGE_CAPACITY)
     table = episodes_table(rows, patients, seed)
     episodes = directory / "hospital-episodes.csv"
-    partial = episodes.with_name(f".{episodes.name}.partial")
-    pacsv.write_csv(table, partial, pacsv.WriteOptions(quoting_style="needed"))
-    partial.replace(episodes)
+    _atomically(episodes, lambda path: pacsv.write_csv(table, path, pacsv.WriteOptions(quoting_style="needed")))
+    episodes_parquet = directory / "hospital-episodes.parquet" if parquet else None
+    if episodes_parquet:
+        _atomically(episodes_parquet, lambda path: pq.write_table(table, path, compression="zstd"))
     optouts = directory / "optouts.txt"
     opted_out = write_optouts(optouts, table, optout_fraction, seed)
-    return SyntheticFiles(episodes, optouts, rows, patients, opted_out)
+    return SyntheticFiles(episodes, optouts, rows, patients, opted_out, episodes_parquet)
+
+
+def _atomically(target: Path, write: Callable[[Path], object]) -> None:
+    partial = target.with_name(f".{target.name}.partial")
+    write(partial)
+    partial.replace(target)
