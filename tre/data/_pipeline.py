@@ -44,8 +44,10 @@ READ, FIRST_CUT = "read", "first cut"  # stage names (see ExtractResult.stage_se
 
 @dataclass(frozen=True)
 class EngineLimits:
-    """How much of the machine one extract may use: ``threads`` (with two or more, its stages overlap) and DuckDB's
-    memory limit (it spills to ``temp_dir`` beyond it)."""
+    """How much of the machine one extract may use. ``threads``: 1 runs the stages one after another on the calling
+    thread; 2 or more overlap them on three threads (on two cores, reading keeps one busy and the other stages share
+    the second), and DuckDB uses any beyond 2 within each query. ``memory_limit``: DuckDB's (it spills to
+    ``temp_dir`` beyond it); the stages between them hold a few batches at a time."""
 
     threads: int = 2
     memory_limit: str = "1GB"
@@ -163,10 +165,11 @@ def run_extract(
     limits = limits or EngineLimits()
     clock = StageClock()
     con = _connect(limits, temp_dir)
+    writer_con = _cursor(con)  # the writer's thread queries too; a connection serves one thread at a time
     try:
         prefilter = Prefilter(plan, _typed_values(con))
         transform = BatchTransform(plan, con, load_optouts(optouts), clock)
-        writer = ExtractWriter(plan, _cursor(con), key, output, clock)
+        writer = ExtractWriter(plan, writer_con, key, output, clock)
         reader = open_source(plan, source, source_columns_used(plan), clock)
         try:
             _run(_first_cut(reader, prefilter, clock), transform, writer, threaded=limits.threads > 1)
@@ -182,6 +185,7 @@ def run_extract(
         output.unlink(missing_ok=True)
         raise
     finally:
+        writer_con.close()
         con.close()
 
 
