@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import socket
 import subprocess
 import threading
@@ -13,15 +14,18 @@ from pathlib import Path
 import pytest
 
 from tre.api import HubIdentity
+from tre.cli._up import _announce
 from tre.clients.airlock_http import AirlockClient
-from tre.embedded import Layout, Ports
+from tre.embedded import Layout, Ports, UpOptions, run_up
 from tre.embedded._hub import HubSettings, config_text
 from tre.embedded._layout import check_ports_free, hub_secrets
 from tre.embedded._pids import record, start_time, stop_leftovers
+from tre.embedded._up import _endpoints, sandbox_host
 from tre.errors import AuthenticationError, ConflictError, InputError, NotFoundError, TemporaryError
 from tre.services import Actor, add_user, utcnow
 from tre.spec import Role, User
 from tre.store import Store, sqlite_url
+from tre.workspaces.sandbox import SandboxMode
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -231,3 +235,39 @@ def test_a_missing_command_is_named_with_the_setup_to_run() -> None:
 
     with pytest.raises(InputError, match="'no-such-tre-command' command is not installed: run the README's setup"):
         installed_command("no-such-tre-command")
+
+
+def test_the_sandbox_mode_sets_where_the_hub_listens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    layout = Layout(tmp_path)
+    rootless = sandbox_host(UpOptions(home=tmp_path, sandbox_mode="rootless"), layout)
+    assert (rootless.mode, str(rootless.hub_address)) == (SandboxMode.ROOTLESS, "127.0.0.1")
+    assert rootless.state_dir == tmp_path / "workspaces" / "sandbox"
+    root = sandbox_host(UpOptions(home=tmp_path, sandbox_mode="root", sandbox_pool="10.77.0.0/24"), layout)
+    assert (root.mode, str(root.hub_address)) == (SandboxMode.ROOT, "10.77.0.254")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert sandbox_host(UpOptions(home=tmp_path), layout).mode is SandboxMode.ROOTLESS
+    with pytest.raises(InputError, match="sandbox mode 'chroot'"):
+        sandbox_host(UpOptions(home=tmp_path, sandbox_mode="chroot"), layout)
+
+
+def test_the_endpoints_and_the_announcement_name_the_sandbox_mode(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host = sandbox_host(UpOptions(home=tmp_path, sandbox_mode="rootless"), Layout(tmp_path))
+    endpoints = _endpoints(UpOptions(home=tmp_path), "http://127.0.0.1:8200", [], host)
+    assert endpoints["sandboxMode"] == "rootless"
+    assert endpoints["hubApi"] == "http://127.0.0.1:8081/hub/api"
+    _announce(endpoints)
+    assert "Workspaces:  sandboxed, rootless mode" in capsys.readouterr().out
+
+
+def test_a_sandbox_mode_this_user_cannot_have_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    """As root the rootless mode, otherwise the root mode: one sentence, and nothing started or left."""
+    impossible = "rootless" if os.geteuid() == 0 else "root"
+    options = UpOptions(home=tmp_path / "home", sandbox_mode=impossible)
+    ready: list[dict[str, object]] = []
+    with pytest.raises(ConflictError, match=r"^cannot start a sandboxed workspace: the root(less)? .*mode"):
+        run_up(options, threading.Event(), ready.append)
+    assert ready == []
+    assert not (tmp_path / "home" / "run" / "pids.json").exists()
+    assert not (tmp_path / "home" / "openbao" / "config.hcl").exists()

@@ -1,5 +1,6 @@
-"""The sandbox's pure and local parts: addressing, slot allocation, firewall rules, the command line, limits,
-directories. (The real thing is proved in tests/integration/test_sandbox_egress.py.)"""
+"""The sandbox's pure and local parts: modes, addressing, slot allocation, firewall rules, the command lines, limits,
+directories. (The real thing is proved in tests/integration/test_sandbox_egress.py and, rootless,
+test_sandbox_rootless.py.)"""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import fcntl
 import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from ipaddress import IPv4Address, IPv4Network
@@ -15,17 +17,28 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from jupyterhub.spawner import SpawnException
 
 from tre.errors import ConflictError, InputError
+from tre.workspaces import sandbox as sandbox_module
 from tre.workspaces._claims import claim, release
 from tre.workspaces._dirs import make_data_readable, own
 from tre.workspaces._firewall import ruleset
-from tre.workspaces._host import SandboxHost
+from tre.workspaces._host import SandboxHost, SandboxMode
 from tre.workspaces._limits import Cgroup, Limits, cgroup_v2_available, parse_bytes, parse_cpus, prlimit_argv
 from tre.workspaces._mounts import Layout, bwrap_argv, setpriv_argv, write_etc
+from tre.workspaces._rootless import RELAY_SOURCE, inside_argv, mounts, outside_argv
 from tre.workspaces._slots import SlotRegistry
 from tre.workspaces.local_spawner import SandboxSpawner, _check_user_options, safe_name
-from tre.workspaces.sandbox import Sandbox, SandboxSpec, check_sandbox_support, prepare_host, python_paths
+from tre.workspaces.sandbox import (
+    Sandbox,
+    SandboxSpec,
+    SandboxSupport,
+    check_sandbox_support,
+    prepare_host,
+    python_paths,
+    resolve_mode,
+)
 
 HOST = SandboxHost(pool=IPv4Network("10.213.0.0/16"), state_dir=Path("/nonexistent"))
 
@@ -307,22 +320,119 @@ def test_a_claim_nobody_holds_is_stale_and_removed(tmp_path: Path) -> None:
     release(second, claims)
 
 
-def test_without_root_a_workspace_is_refused_and_nothing_is_created(
+def test_the_root_mode_without_root_is_refused_and_nothing_is_created(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     check_sandbox_support.cache_clear()
     try:
-        support = check_sandbox_support()
+        support = check_sandbox_support(SandboxMode.ROOT)
         assert not support.ok
-        assert support.problems[0].startswith("workspaces need root")
+        assert support.problems[0].startswith("the root sandbox mode needs root")
+        assert "--sandbox-mode rootless" in support.problems[0]
         assert "never runs unsandboxed" in support.problems[0]
         host = SandboxHost(pool=IPv4Network("10.90.0.0/24"), table="tre_never", prefix="trnever", state_dir=tmp_path)
         spec = SandboxSpec("p.alice", "alice", tmp_path / "data", tmp_path / "out", tmp_path / "home", (8081,))
-        with pytest.raises(ConflictError, match=r"^cannot start a sandboxed workspace: workspaces need root"):
+        with pytest.raises(ConflictError, match=r"^cannot start a sandboxed workspace: the root sandbox mode needs"):
             Sandbox(host, "p.alice").prepare(spec)
         with pytest.raises(ConflictError, match=r"^cannot start a sandboxed workspace"):
             prepare_host(host)
         assert list(tmp_path.iterdir()) == []
     finally:
         check_sandbox_support.cache_clear()
+
+
+def test_the_rootless_mode_as_root_is_refused_and_nothing_is_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rootless sandboxes run as the hub's own uid: as root that would be root outside the user namespace."""
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    check_sandbox_support.cache_clear()
+    try:
+        support = check_sandbox_support(SandboxMode.ROOTLESS)
+        assert support.problems[0].startswith("the rootless mode runs workspaces as the user who runs the hub")
+        host = SandboxHost(state_dir=tmp_path / "state", mode=SandboxMode.ROOTLESS)
+        spec = SandboxSpec("p.alice", "alice", tmp_path / "data", tmp_path / "out", tmp_path / "home", (8081,))
+        with pytest.raises(ConflictError, match=r"^cannot start a sandboxed workspace: the rootless mode runs"):
+            Sandbox(host, "p.alice").prepare(spec)
+        with pytest.raises(ConflictError, match="never as root"):
+            prepare_host(host)
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        check_sandbox_support.cache_clear()
+
+
+@pytest.mark.parametrize(("euid", "requested", "mode"), [
+    (0, "auto", SandboxMode.ROOT), (1000, "auto", SandboxMode.ROOTLESS),
+    (0, "rootless", SandboxMode.ROOTLESS), (1000, "root", SandboxMode.ROOT),
+])  # fmt: skip
+def test_auto_is_root_for_root_and_rootless_otherwise(
+    monkeypatch: pytest.MonkeyPatch, euid: int, requested: str, mode: SandboxMode
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
+    assert resolve_mode(requested) is mode
+
+
+def test_an_unknown_mode_is_refused() -> None:
+    with pytest.raises(InputError, match="sandbox mode 'rootful': use one of auto, root, rootless"):
+        resolve_mode("rootful")
+
+
+def test_a_rootless_host_puts_the_hub_on_loopback_and_runs_as_its_own_user() -> None:
+    host = SandboxHost(state_dir=Path("/nonexistent"), mode=SandboxMode.ROOTLESS)
+    assert host.hub_address == IPv4Address("127.0.0.1")
+    assert {host.link(0).uid, host.link(7).uid} == {os.getuid()}
+    assert host.link(7).name == "tre-w00007"  # a slot still names its state
+
+
+def test_rootless_bwrap_adds_every_namespace_and_only_the_socket_directory(tmp_path: Path) -> None:
+    sockets = tmp_path / "tre-w00003" / "sockets"
+    argv = bwrap_argv(_layout(tmp_path), ["--symlink", "usr/bin", "/bin"], mounts(sockets))
+    assert {"--unshare-user", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts"} <= set(argv)
+    assert {"--disable-userns", "--die-with-parent", "--new-session"} <= set(argv)
+    assert argv[argv.index("--cap-drop") + 1] == "ALL"
+    assert (str(sockets), "/run/tre") in _pairs(argv, "--ro-bind")
+    assert _pairs(argv, "--bind") == [
+        ("/ws/outputs", "/outputs"), ("/ws/home", "/home/alice"), (str(sockets / "in"), "/run/tre/in"),
+    ]  # fmt: skip
+    assert (str(RELAY_SOURCE), "/run/tre-relay.py") in _pairs(argv, "--ro-bind")
+    assert argv.index(str(sockets)) > argv.index("/home/alice")  # after the other mounts
+    assert argv[-1] == "--"
+
+
+def test_the_relays_are_told_only_the_allowed_ports() -> None:
+    inside = inside_argv([8081, 8010, 8081], 8888, ["jupyterhub-singleuser"])
+    assert inside[:4] == [sys.executable, "-I", "/run/tre-relay.py", "inside"]
+    assert json.loads(inside[4]) == {"ports": [8010, 8081], "server_port": 8888}
+    assert inside[5:] == ["--", "jupyterhub-singleuser"]
+    outside = outside_argv(Path("/state/s"), "127.0.0.1", [8081], 5, ["bwrap", "--"])
+    config = json.loads(outside[4])
+    assert config == {"dir": "/state/s", "host": "127.0.0.1", "ports": [8081], "inbound_fd": 5, "parent": os.getpid()}
+    assert outside[-3:] == ["--", "bwrap", "--"]
+
+
+def test_a_rootless_server_port_that_is_also_a_hub_port_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sandbox_module, "check_sandbox_support", lambda mode: SandboxSupport(()))
+    host = SandboxHost(state_dir=tmp_path / "state", mode=SandboxMode.ROOTLESS)
+    data = tmp_path / "data"
+    data.mkdir()
+    spec = SandboxSpec("p.alice", "alice", data, tmp_path / "out", tmp_path / "home", (8081, 8888), server_port=8888)
+    with pytest.raises(ConflictError, match="port 8888 is both the workspace server's and one it forwards"):
+        Sandbox(host, "p.alice").prepare(spec)
+    assert not (tmp_path / "state" / "tre-w00000" / "sockets").exists()
+
+
+def test_the_spawner_checks_the_hub_api_is_where_rootless_workspaces_can_reach_it() -> None:
+    user = SimpleNamespace(name="alice", url="/user/alice/")
+    spawner = SandboxSpawner(user=user, gate=_Gate(["p1"]), sandbox_mode="rootless", allowed_ports=[8010])
+    host = spawner.sandbox_host()
+    assert host.mode is SandboxMode.ROOTLESS
+    spawner.hub_connect_url = "http://127.0.0.1:8081/hub/api"
+    assert spawner._hub_ports(host) == (8081, 8010)
+    spawner.hub_connect_url = "http://localhost:8082/hub/api"
+    assert spawner._hub_ports(host) == (8082, 8010)
+    spawner.hub_connect_url = "http://10.213.255.254:8081/hub/api"
+    with pytest.raises(SpawnException, match=r"workspaces can reach the hub only at 127\.0\.0\.1"):
+        spawner._hub_ports(host)
