@@ -265,12 +265,17 @@ def test_the_first_cut_does_cut() -> None:
     assert cut.to_pylist() == [{"s": "a", "i": 5, "f": 1.0, "d": dt.date(2000, 1, 1), "b": True}]
 
 
-def test_a_filter_value_that_does_not_fit_its_column_is_one_clear_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("source_format", ["csv", "parquet"])
+def test_a_filter_value_that_does_not_fit_its_column_is_one_clear_error(tmp_path: Path, source_format: str) -> None:
     rows = [{"nhs": VALID[0], "name": "A", "dob": "1980-01-01", "admitted": None, "postcode": "B1 1AA",
              "code": "E11", "stay": 1, "value": None}]  # fmt: skip
     source = write_csv(tmp_path / "episodes.csv", rows)
-    output = tmp_path / "out.parquet"
     plan = plan_for(["code"], [Condition(column="stay", op=">", value="many")])
+    if source_format == "parquet":
+        source = tmp_path / "episodes.parquet"
+        pq.write_table(_typed(rows), source)
+        plan = ExtractPlan(**{**plan.__dict__, "format": "parquet"})
+    output = tmp_path / "out.parquet"
     with pytest.raises(InputError, match=r"^dataset episodes: Conversion Error"):
         run_extract(plan, source, optouts=None, key=KEY_A, output=output, temp_dir=tmp_path)
     assert not output.exists()

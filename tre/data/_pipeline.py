@@ -124,13 +124,13 @@ def _cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     return _with_macros(con.cursor())
 
 
-def _first_cut(source: Iterable[pa.RecordBatch], prefilter: Prefilter, clock: StageClock) -> Iterator[pa.Table]:
-    """The source's rows that pass the first cut, gathered into tables of about ``BATCH_ROWS`` rows."""
+def _first_cut(source: Iterable[pa.RecordBatch], prefilter: Prefilter | None, clock: StageClock) -> Iterator[pa.Table]:
+    """The source's rows that pass the first cut (all, without one), gathered into tables of about ``BATCH_ROWS``."""
     pending: list[pa.RecordBatch] = []
     rows = 0
     for batch in clock.each(READ, source):
         with clock.stage(FIRST_CUT):
-            cut = prefilter.apply(batch)
+            cut = prefilter.apply(batch) if prefilter else batch
         if cut.num_rows:
             pending.append(cut)
             rows += cut.num_rows
@@ -165,13 +165,14 @@ def run_extract(
     limits = limits or EngineLimits()
     clock = StageClock()
     con = _connect(limits, temp_dir)
-    writer_con = _cursor(con)  # the writer's thread queries too; a connection serves one thread at a time
+    # one connection a thread: the reader (for a Parquet source), the transform, the writer
+    reader_con, writer_con = _cursor(con), _cursor(con)
     try:
-        prefilter = Prefilter(plan, _typed_values(con))
-        transform = BatchTransform(plan, con, load_optouts(optouts), clock)
-        writer = ExtractWriter(plan, writer_con, key, output, clock)
-        reader = open_source(plan, source, source_columns_used(plan), clock)
+        reader = open_source(plan, source, source_columns_used(plan), clock, reader_con)
         try:
+            prefilter = None if reader.exact else Prefilter(plan, _typed_values(con))
+            transform = BatchTransform(plan, con, load_optouts(optouts), clock)
+            writer = ExtractWriter(plan, writer_con, key, output, clock)
             _run(_first_cut(reader, prefilter, clock), transform, writer, threaded=limits.threads > 1)
         finally:
             reader.close()
@@ -185,8 +186,8 @@ def run_extract(
         output.unlink(missing_ok=True)
         raise
     finally:
-        writer_con.close()
-        con.close()
+        for connection in (reader_con, writer_con, con):
+            connection.close()
 
 
 def _run(batches: Iterator[pa.Table], transform: BatchTransform, writer: ExtractWriter, *, threaded: bool) -> None:

@@ -2,8 +2,8 @@
 
 A CSV source goes through Arrow's streaming CSV reader with the declared types: rows are counted and bytes hashed
 as they are parsed, so one pass gives the extract, the count of rows read and the checksum of exactly the bytes
-that were parsed. A Parquet source is checksummed, then read row group by row group with its columns as stored (the
-extract casts them to the declared types, in SQL).
+that were parsed. A Parquet source is checksummed, then streamed by DuckDB, which reads only the columns used (cast to
+the declared types) and applies the filter as it reads; its row count is in the file's metadata.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from tre.data._plan import ExtractPlan
 from tre.data._prefilter import ARROW_TYPES
+from tre.data._sql import Parameters, parquet_scan_sql
 from tre.data._stages import StageClock
 from tre.errors import InputError
 
@@ -69,6 +71,8 @@ class CsvSource:
     """A CSV source opened for one pass: iterate for its batches (the columns used, typed as declared), then
     ``rows_read`` and ``sha256``. Errors are InputErrors that name the row and column, never quoting a value."""
 
+    exact = False  # every row is in its batches: the filter is still to apply
+
     def __init__(self, plan: ExtractPlan, path: Path, columns: list[str], clock: StageClock) -> None:
         self.rows_read = 0
         self.sha256 = ""  # known once every batch has been read
@@ -103,39 +107,41 @@ class CsvSource:
 
 
 class ParquetSource:
-    """A Parquet source opened for one pass: iterate for its checksum, then its batches (the columns used, as stored),
-    then ``rows_read`` and ``sha256``."""
+    """A Parquet source opened for one pass. DuckDB reads it on ``con`` (the reading thread's connection): only the
+    columns used, cast to the declared types, and only rows matching the filter, so its batches need no first cut.
+    Iterate for them, then ``sha256``; ``rows_read`` is the file's row count."""
 
-    def __init__(self, plan: ExtractPlan, path: Path, columns: list[str], clock: StageClock) -> None:
-        self.rows_read = 0
+    exact = True  # its batches hold only rows that match the filter
+
+    def __init__(
+        self, plan: ExtractPlan, path: Path, columns: list[str], clock: StageClock, con: duckdb.DuckDBPyConnection
+    ) -> None:
         self.sha256 = ""
-        self._plan, self._path, self._columns, self._clock = plan, path, columns, clock
+        self._path, self._clock, self._con = path, clock, con
         try:
-            self._file = pq.ParquetFile(path)
+            self.rows_read: int = pq.ParquetFile(path).metadata.num_rows
         except (pa.ArrowException, OSError) as exc:
-            raise self._error(exc) from None
+            raise InputError(f"dataset {plan.dataset}: {path.name} is not a readable Parquet file ({exc})") from None
+        self._params = Parameters()
+        self._sql = parquet_scan_sql(plan, columns, self._params)
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         with self._clock.stage(CHECKSUM):
             self.sha256 = sha256_file(self._path)
-        try:
-            for batch in self._file.iter_batches(PARQUET_BATCH_ROWS, columns=self._columns, use_threads=False):
-                self.rows_read += batch.num_rows
-                yield batch
-        except (pa.ArrowException, OSError) as exc:
-            raise self._error(exc) from None
-
-    def _error(self, exc: Exception) -> InputError:
-        return InputError(f"dataset {self._plan.dataset}: {self._path.name} is not a readable Parquet file ({exc})")
+        params = self._params.values | {"source": str(self._path)}
+        yield from self._con.sql(self._sql, params=params).to_arrow_reader(PARQUET_BATCH_ROWS)
 
     def close(self) -> None:
-        self._file.close()
+        pass  # the connection belongs to the pipeline
 
 
-def open_source(plan: ExtractPlan, path: Path, columns: list[str], clock: StageClock) -> CsvSource | ParquetSource:
-    """``path`` opened for one pass; InputError if it cannot be read as its format."""
-    source = ParquetSource if plan.format == "parquet" else CsvSource
-    return source(plan, path, columns, clock)
+def open_source(
+    plan: ExtractPlan, path: Path, columns: list[str], clock: StageClock, con: duckdb.DuckDBPyConnection
+) -> CsvSource | ParquetSource:
+    """``path`` opened for one pass (``con`` reads a Parquet source); InputError if it cannot be read as its format."""
+    if plan.format == "parquet":
+        return ParquetSource(plan, path, columns, clock, con)
+    return CsvSource(plan, path, columns, clock)
 
 
 def sha256_file(path: Path) -> str:

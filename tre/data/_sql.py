@@ -91,6 +91,12 @@ def cast_source_sql(plan: ExtractPlan, columns: list[str], table: str) -> str:
     return f"(SELECT {casts} FROM {table})"
 
 
+def parquet_scan_sql(plan: ExtractPlan, columns: list[str], params: Parameters) -> str:
+    """The rows of the Parquet file ``$source`` that match the filter: the columns the extract uses, cast to the
+    declared types (as the filter compares them)."""
+    return f"SELECT * FROM {cast_source_sql(plan, columns, 'read_parquet($source)')} WHERE {filter_sql(plan, params)}"
+
+
 def typed_value_sql(column_type: ColumnType) -> str:
     """The value of parameter ``$v`` as the filter compares it: cast to the column's declared type (NULL for an
     infinite date, which Python cannot hold: it would come back as the largest or smallest finite one)."""

@@ -21,10 +21,8 @@ from tre.data._sql import (
     NUMBER_COLUMN,
     Parameters,
     batch_sql,
-    cast_source_sql,
     outward_sql,
     quote,
-    source_columns_used,
 )
 from tre.data._stages import StageClock
 
@@ -104,8 +102,7 @@ class BatchTransform:
     def __init__(self, plan: ExtractPlan, con: duckdb.DuckDBPyConnection, optouts: OptOutList, clock: StageClock):
         self._plan, self._con, self._optouts, self._clock = plan, con, optouts, clock
         self._params = Parameters()
-        source = cast_source_sql(plan, source_columns_used(plan), TABLE) if plan.format == "parquet" else TABLE
-        self._sql = batch_sql(plan, self._params, source)
+        self._sql = batch_sql(plan, self._params, TABLE)
         self._outward = [c.name for c in plan.outputs if c.transform is Transform.OUTWARD_CODE]
         self.tally = Tally()
 
