@@ -20,6 +20,7 @@ import os
 import secrets
 import signal
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -29,6 +30,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration import test_sandbox_spawner as spawner_tests
+from tests.support import openbao
 from tests.support.netns import (
     Listener,
     OutsideHost,
@@ -38,21 +41,26 @@ from tests.support.netns import (
     tcp_answers,
     udp_answers,
 )
+from tests.support.postgres import free_port
 from tests.support.rootless import (
     REPO,
     Driver,
     give,
     private_directory,
     processes_mentioning,
+    python_env,
     require_rootless_support,
+    unprivileged_prefix,
     unprivileged_uid,
     workspace_pid,
 )
 from tre.workspaces._process import wait_until
+from tre.workspaces.sandbox import SandboxHost, SandboxMode
 
 PROBE = (Path(__file__).parent.parent / "support" / "egress_probe.py").read_text()
 DATA = "pseudonym,hba1c\nab12,48\n"
 SERVER_PORT = 8888
+VENV_BIN = Path(sys.executable).parent
 DEATH_TIMEOUT = 30.0
 
 Target = dict[str, Any]
@@ -434,3 +442,96 @@ def test_the_relays_carry_a_large_exchange_intact(world: World) -> None:
     finally:
         driver.ask("stop")
         driver.close()
+
+
+# The spawner in a real JupyterHub, all of it run by the unprivileged uid.
+
+HUB_CONFIG = """
+c = get_config()  # noqa: F821
+c.JupyterHub.spawner_class = "tre.workspaces.local_spawner.SandboxSpawner"
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allow_all = True
+c.JupyterHub.bind_url = "http://127.0.0.1:{proxy_port}"
+c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub_port}"
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
+c.ConfigurableHTTPProxy.command = ["{venv_bin}/configurable-http-proxy"]
+c.JupyterHub.db_url = "sqlite:///{work}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "{work}/cookie_secret"
+c.JupyterHub.services = [{{"name": "tester", "api_token": "{token}"}}]
+c.JupyterHub.load_roles = [
+    {{"name": "tester", "scopes": ["admin:users", "admin:servers", "access:servers"], "services": ["tester"]}}
+]
+c.Spawner.poll_interval = 1
+c.Spawner.start_timeout = 90
+c.Spawner.http_timeout = 90
+c.SandboxSpawner.sandbox_mode = "rootless"
+c.SandboxSpawner.sandbox_state_dir = "{state_dir}"
+c.SandboxSpawner.stop_grace = 5
+"""
+
+
+@pytest.fixture(scope="module")
+def rootless_hub(bao: openbao.OpenBaoServer) -> Iterator[spawner_tests.Hub]:
+    require_rootless_support()
+    with contextlib.ExitStack() as stack:
+        work = stack.enter_context(private_directory("tre-rootless-hub-"))
+        home = spawner_tests._prepare_tre_home(work, bao)
+        give(work)
+        ports = {"proxy_port": free_port(), "proxy_api_port": free_port(), "hub_port": free_port()}
+        state_dir = home / "workspaces" / "sandbox"
+        config = HUB_CONFIG.format(
+            **ports, venv_bin=VENV_BIN, work=work, token=spawner_tests.TOKEN, state_dir=state_dir
+        )
+        (work / "jupyterhub_config.py").write_text(config)
+        give(work)
+        env = python_env(TRE_HOME=str(home), HOME=str(work), USER="tre-hub")
+        log = work / "hub.log"
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                [*unprivileged_prefix(), str(VENV_BIN / "jupyterhub"), "-f", str(work / "jupyterhub_config.py")],
+                cwd=work, env=env, stdout=output, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        host = SandboxHost(state_dir=state_dir, mode=SandboxMode.ROOTLESS)
+        running = spawner_tests.Hub(process, f"http://127.0.0.1:{ports['proxy_port']}", log, host, home)
+        stack.callback(running.stop)
+        spawner_tests._wait_for_hub(running)
+        yield running
+
+
+KERNEL_CODE = """
+import json, os, socket
+print(json.dumps({"uid": os.getuid(), "data": sorted(os.listdir("/data")), "lo": socket.if_nameindex(),
+                  "hub": os.environ["JUPYTERHUB_API_URL"]}))
+"""
+
+
+def test_the_spawner_runs_a_members_server_rootless_and_leaves_nothing_after_stop(
+    rootless_hub: spawner_tests.Hub,
+) -> None:
+    hub, project = rootless_hub, spawner_tests.PROJECT
+    status, body = hub.spawn("bob", {"project": project})
+    assert status in {201, 202}, body
+    hub.wait_ready("bob")
+    sockets = str(hub.host.state_dir / hub.link_of(f"{project}.bob").name / "sockets")
+    status, listing = hub.call("GET", "/user/bob/api/contents/data")  # the proxy, both relays, the server
+    assert status == 200, listing
+    assert {entry["name"] for entry in listing["content"]} == {"hospital-episodes.parquet", "manifest.json"}
+    assert all(not entry["writable"] for entry in listing["content"])
+    seen = json.loads(spawner_tests._run_in_kernel(hub, "bob", KERNEL_CODE))
+    assert seen["uid"] == unprivileged_uid()
+    assert seen["data"] == ["hospital-episodes.parquet", "manifest.json"]
+    assert seen["lo"] == [[1, "lo"]]
+    assert seen["hub"].startswith("http://127.0.0.1:")  # the hub's own URL, through the inside relay
+    assert len(processes_mentioning(sockets)) == 3  # the outside relay, bubblewrap and its init
+
+    status, _ = hub.call("DELETE", "/hub/api/users/bob/server")
+    assert status in {202, 204}
+    hub.wait_stopped("bob")
+    assert processes_mentioning(sockets) == []
+    assert not Path(sockets).exists()
+
+
+def test_a_non_member_is_refused_by_the_rootless_spawner(rootless_hub: spawner_tests.Hub) -> None:
+    status, body = rootless_hub.spawn("mallory", {"project": spawner_tests.PROJECT})
+    assert status == 403, body
+    assert "mallory is not a member" in body["message"]

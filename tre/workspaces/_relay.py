@@ -15,6 +15,9 @@ relays, one on each side, carry the few connections it is allowed:
   it listens on ``/run/tre/in/server.sock`` and connects each caller to the server's own port. Then it runs the
   server, passes it SIGTERM, SIGINT and SIGHUP, and exits with its status (which ends the sandbox).
 
+When its command ends, a relay stops accepting and gives the connections in flight a moment (``LINGER``) to
+deliver what was already written, then exits.
+
 Each connection is copied both ways with backpressure (a side is read only as fast as the other drains); an end
 of stream is passed on as a half-close, both sockets are closed once both directions have ended, and any error or
 refused connection closes both at once.
@@ -37,6 +40,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 CHUNK = 64 * 1024
+LINGER = 2.0  # seconds connections in flight may take to finish once the command has ended
 RUN_INSIDE = "/run/tre"
 SERVER_SOCKET = "server.sock"
 INBOUND_DIR = "in"
@@ -116,11 +120,34 @@ def unix_socket_in(directory_fd: int, name: str) -> Connect:
     return connect
 
 
-def _handler(connect: Connect) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-    return lambda reader, writer: splice(reader, writer, connect)
+class Connections:
+    """The connections being relayed, so that those in flight when the command ends can finish."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def handler(self, connect: Connect) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self.tasks.add(task)
+            try:
+                await splice(reader, writer, connect)
+            finally:
+                self.tasks.discard(task)
+
+        return handle
+
+    async def finish(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the connections in flight (bytes the command wrote before it ended
+        are still delivered)."""
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=timeout)
 
 
-async def _run(command: Sequence[str], servers: Sequence[asyncio.AbstractServer], forward: Sequence[int]) -> int:
+async def _run(
+    command: Sequence[str], servers: Sequence[asyncio.AbstractServer], connections: Connections, forward: Sequence[int]
+) -> int:
     """Run ``command`` while ``servers`` relay; its exit status (128 + signal if killed)."""
     child = await asyncio.create_subprocess_exec(*command, stdin=asyncio.subprocess.DEVNULL)
     loop = asyncio.get_running_loop()
@@ -129,6 +156,7 @@ async def _run(command: Sequence[str], servers: Sequence[asyncio.AbstractServer]
     status = await child.wait()
     for server in servers:
         server.close()
+    await connections.finish(LINGER)
     return status if status >= 0 else 128 - status
 
 
@@ -141,23 +169,26 @@ async def outside(config: dict[str, Any], command: Sequence[str]) -> int:
     """The host side: Unix sockets to the allowed loopback ports, the hub's listener to the server's socket."""
     os.chdir(config["dir"])  # socket names stay short, however long the state directory's path
     inbound_dir = os.open(INBOUND_DIR, os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    servers = []
+    connections, servers = Connections(), []
     for port in config["ports"]:
-        servers.append(await asyncio.start_unix_server(_handler(tcp(config["host"], port)), path=socket_name(port)))
+        handle = connections.handler(tcp(config["host"], port))
+        servers.append(await asyncio.start_unix_server(handle, path=socket_name(port)))
     listener = socket.socket(fileno=int(config["inbound_fd"]))
-    servers.append(await asyncio.start_server(_handler(unix_socket_in(inbound_dir, SERVER_SOCKET)), sock=listener))
-    return await _run(command, servers, forward=())
+    handle = connections.handler(unix_socket_in(inbound_dir, SERVER_SOCKET))
+    servers.append(await asyncio.start_server(handle, sock=listener))
+    return await _run(command, servers, connections, forward=())
 
 
 async def inside(config: dict[str, Any], command: Sequence[str]) -> int:
     """The sandbox side: loopback ports to the Unix sockets, the server's socket to its port."""
-    servers = []
+    connections, servers = Connections(), []
     for port in config["ports"]:
-        connect = unix(f"{RUN_INSIDE}/{socket_name(port)}")
-        servers.append(await asyncio.start_server(_handler(connect), "127.0.0.1", port))
+        handle = connections.handler(unix(f"{RUN_INSIDE}/{socket_name(port)}"))
+        servers.append(await asyncio.start_server(handle, "127.0.0.1", port))
     inbound = f"{RUN_INSIDE}/{INBOUND_DIR}/{SERVER_SOCKET}"
-    servers.append(await asyncio.start_unix_server(_handler(tcp("127.0.0.1", config["server_port"])), path=inbound))
-    return await _run(command, servers, forward=(signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+    handle = connections.handler(tcp("127.0.0.1", config["server_port"]))
+    servers.append(await asyncio.start_unix_server(handle, path=inbound))
+    return await _run(command, servers, connections, forward=(signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
 
 
 def _die_with_parent(parent: int) -> None:
