@@ -125,18 +125,19 @@ def _cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
 
 
 def _first_cut(source: Iterable[pa.RecordBatch], prefilter: Prefilter | None, clock: StageClock) -> Iterator[pa.Table]:
-    """The source's rows that pass the first cut (all, without one), gathered into tables of about ``BATCH_ROWS``."""
+    """The source's rows that pass the first cut (all, without one), gathered into tables of about ``BATCH_ROWS``;
+    the first tables are smaller, so the later stages start early."""
     pending: list[pa.RecordBatch] = []
-    rows = 0
+    rows, target = 0, BATCH_ROWS // 8
     for batch in clock.each(READ, source):
         with clock.stage(FIRST_CUT):
             cut = prefilter.apply(batch) if prefilter else batch
         if cut.num_rows:
             pending.append(cut)
             rows += cut.num_rows
-        if rows >= BATCH_ROWS:
+        if rows >= target:
             yield pa.Table.from_batches(pending)
-            pending, rows = [], 0
+            pending, rows, target = [], 0, min(2 * target, BATCH_ROWS)
     if pending:
         yield pa.Table.from_batches(pending)
 
