@@ -128,14 +128,14 @@ def _first_cut(source: Iterable[pa.RecordBatch], prefilter: Prefilter | None, cl
     """The source's rows that pass the first cut (all, without one), gathered into tables of about ``BATCH_ROWS``;
     the first tables are smaller, so the later stages start early."""
     pending: list[pa.RecordBatch] = []
-    rows, target = 0, BATCH_ROWS // 8
+    rows, target = 0, max(1, BATCH_ROWS // 8)
     for batch in clock.each(READ, source):
         with clock.stage(FIRST_CUT):
             cut = prefilter.apply(batch) if prefilter else batch
         if cut.num_rows:
             pending.append(cut)
             rows += cut.num_rows
-        if rows >= target:
+        if pending and rows >= target:
             yield pa.Table.from_batches(pending)
             pending, rows, target = [], 0, min(2 * target, BATCH_ROWS)
     if pending:
