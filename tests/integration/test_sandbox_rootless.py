@@ -45,12 +45,12 @@ from tests.support.postgres import free_port
 from tests.support.rootless import (
     REPO,
     Driver,
+    become_unprivileged,
     give,
     private_directory,
     processes_mentioning,
     python_env,
     require_rootless_support,
-    unprivileged_prefix,
     unprivileged_uid,
     workspace_pid,
 )
@@ -488,8 +488,8 @@ def rootless_hub(bao: openbao.OpenBaoServer) -> Iterator[spawner_tests.Hub]:
         log = work / "hub.log"
         with log.open("wb") as output:
             process = subprocess.Popen(
-                [*unprivileged_prefix(), str(VENV_BIN / "jupyterhub"), "-f", str(work / "jupyterhub_config.py")],
-                cwd=work, env=env, stdout=output, stderr=subprocess.STDOUT,
+                [str(VENV_BIN / "jupyterhub"), "-f", str(work / "jupyterhub_config.py")],
+                cwd=work, env=env, stdout=output, stderr=subprocess.STDOUT, preexec_fn=become_unprivileged(),
             )  # fmt: skip
         host = SandboxHost(state_dir=state_dir, mode=SandboxMode.ROOTLESS)
         running = spawner_tests.Hub(process, f"http://127.0.0.1:{ports['proxy_port']}", log, host, home)

@@ -1,8 +1,9 @@
 """``tre up --demo`` end to end: the real CLI starts OpenBao, the airlock API, JupyterHub with sandboxed
 workspaces and the controller; the README's walk-through runs through the hub's API and a real kernel.
 
-Needs root (network namespaces); with TRE_TEST_REQUIRE_SANDBOX=1 (CI) a missing capability fails instead
-of skipping.
+Twice: as root (the root sandbox mode: network namespaces), and as an unprivileged uid (the rootless mode:
+bubblewrap with user namespaces and Unix sockets), which is how ``make demo`` runs without root. With
+TRE_TEST_REQUIRE_SANDBOX=1 (CI) a missing capability fails instead of skipping.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,13 @@ import pytest
 import requests
 
 from tests.support.jupyter import Hub, run_in_kernel
+from tests.support.rootless import (
+    become_unprivileged,
+    private_directory,
+    processes_mentioning,
+    require_rootless_support,
+    unprivileged_uid,
+)
 
 VENV_BIN = Path(sys.executable).parent
 REQUIRE_SANDBOX = os.environ.get("TRE_TEST_REQUIRE_SANDBOX") == "1"
@@ -82,12 +90,15 @@ def _argv(ports: dict[str, int], *extra: str) -> list[str]:
     return [str(VENV_BIN / "tre"), "up", "--controller-interval=2", f"--sandbox-pool={SANDBOX_POOL}", *options, *extra]
 
 
-def start(home: Path, ports: dict[str, int], *extra: str) -> Running:
+def start(
+    home: Path, ports: dict[str, int], *extra: str, preexec: Callable[[], None] | None = None, **env: str
+) -> Running:
     (home / "run" / "endpoints.json").unlink(missing_ok=True)
     with (home.parent / f"{home.name}-up.log").open("a") as log:
         process = subprocess.Popen(
-            _argv(ports, *extra), env=_env(home), stdout=log, stderr=subprocess.STDOUT, text=True
-        )
+            _argv(ports, *extra), env=_env(home) | env, stdout=log, stderr=subprocess.STDOUT, text=True,
+            preexec_fn=preexec,
+        )  # fmt: skip
     endpoints_file = home / "run" / "endpoints.json"
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -224,6 +235,12 @@ print('uid', os.getuid())
 
 
 def test_walkthrough_researcher_reads_data_and_submits_checkers_release(tre_up: Running) -> None:
+    assert tre_up.endpoints["sandboxMode"] == "root"
+    assert walkthrough(tre_up) != "0"
+
+
+def walkthrough(tre_up: Running) -> str:
+    """The README's walk-through; the uid the workspace ran as."""
     hub = tre_up.controller_hub()
     hub.ensure_user("alice")
     token = hub.user_token("alice")
@@ -251,6 +268,7 @@ def test_walkthrough_researcher_reads_data_and_submits_checkers_release(tre_up: 
     assert released, "no CITATION.txt in the release area"
     assert "collected by the NHS" in released[0].read_text()
     alice.stop_server("alice")
+    return facts["uid"]
 
 
 def test_a_non_member_cannot_start_a_workspace(tre_up: Running) -> None:
@@ -328,3 +346,35 @@ def test_a_killed_up_takes_its_children_and_the_next_up_recovers(tre_up: Running
     again = start(tre_up.home, tre_up.ports)
     tre_up.process, tre_up.endpoints = again.process, again.endpoints
     assert requests.get(f"{tre_up.hub_url}/hub/health", timeout=10).status_code == 200
+
+
+# The same TRE run by an unprivileged uid: the rootless sandbox mode.
+
+
+@pytest.fixture(scope="module")
+def tre_up_rootless() -> Iterator[Running]:
+    require_rootless_support()
+    with private_directory("tre-up-rootless-") as work:
+        home = work / "home"
+        names = ["hub", "airlock", "vault", "vault_cluster", "hub_api", "proxy_api"]
+        ports = dict(zip(names, _free_ports(len(names)), strict=True))
+        running = start(home, ports, "--demo", "--sandbox-mode=rootless", preexec=become_unprivileged(), HOME=str(work))
+        try:
+            yield running
+        finally:
+            if running.process.poll() is None:
+                stop(running)
+        assert wait_until_gone(home) == []
+
+
+def test_walkthrough_without_root_in_the_rootless_mode(tre_up_rootless: Running) -> None:
+    """make demo without root: the same walk-through, the workspace reaching the hub and the airlock only
+    through its Unix sockets; nothing of the workspace is left once it stops."""
+    assert tre_up_rootless.endpoints["sandboxMode"] == "rootless"
+    assert tre_up_rootless.endpoints["hubApi"].startswith("http://127.0.0.1:")
+    assert walkthrough(tre_up_rootless) == str(unprivileged_uid())
+    state = tre_up_rootless.home / "workspaces" / "sandbox"
+    assert list(state.glob("*/sockets")) == []
+    assert processes_mentioning(str(state)) == []
+    assert stop(tre_up_rootless) == 0
+    assert wait_until_gone(tre_up_rootless.home) == []

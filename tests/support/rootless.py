@@ -1,10 +1,10 @@
 """Rootless sandboxes in tests: run things as a genuinely unprivileged uid, and drive a sandbox from there.
 
 The rootless mode is for a hub that is not root, and refuses to run as root. So these tests run the sandbox's
-owner (a small driver, a JupyterHub, ``tre up``) as an unprivileged uid: as root, through ``setpriv`` to a uid
-no one uses; otherwise as the tests' own user. When the Python in use lives below a directory other users cannot
-enter (e.g. a pyenv under ``/root``), the unprivileged process runs in a mount namespace where just that
-installation is visible at its own path (bubblewrap, as root, binding the host's ``/`` as it is).
+owner (a small driver, a JupyterHub, ``tre up``) as an unprivileged uid: as root, by dropping to a uid no one
+uses just before ``exec`` (so signals reach the program itself); otherwise as the tests' own user. When the Python
+in use lives below a directory other users cannot enter (e.g. a pyenv under ``/root``), the child first gets a
+mount namespace of its own where just that installation is visible, at its own path.
 
 The driver (``python -m tests.support.rootless PLAN_JSON``, as that uid) prepares and launches one sandbox, prints
 one JSON line, then obeys commands on stdin, one per line, answering each with one JSON line: ``wait``,
@@ -14,6 +14,7 @@ one JSON line, then obeys commands on stdin, one per line, answering each with o
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import secrets
@@ -22,7 +23,7 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -46,33 +47,53 @@ def _closed_ancestor(path: Path) -> Path | None:
     return None
 
 
-def _expose(paths: Sequence[Path]) -> list[str]:
-    """bubblewrap options that make ``paths`` reachable by anyone, hiding the rest of their closed ancestors."""
-    argv: list[str] = []
-    made: set[Path] = set()
-    for path in (p.resolve() for p in paths):
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_CLONE_NEWNS, _MS_BIND, _MS_REC, _MS_PRIVATE = 0x00020000, 0x1000, 0x4000, 0x40000
+
+
+def _check(result: int) -> None:
+    if result != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+
+
+def _exposures(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
+    """(closed ancestor, path) for each of ``paths`` that other users cannot reach."""
+    found = []
+    for path in dict.fromkeys(p.resolve() for p in paths):
         closed = _closed_ancestor(path)
-        if closed is None:
-            continue
-        if closed not in made:
-            made.add(closed)
-            argv += ["--tmpfs", str(closed)]
-        for parent in reversed(path.parents):
-            if parent.is_relative_to(closed) and parent not in made:
-                made.add(parent)
-                argv += ["--perms", "0755", "--dir", str(parent)]  # bubblewrap would make them 0700
-        argv += ["--ro-bind", str(path), str(path)]
-    return argv
+        if closed is not None:
+            found.append((closed, path))
+    return found
 
 
-def unprivileged_prefix(uid: int | None = None) -> list[str]:
-    """A command prefix that runs the rest as ``uid`` with no privilege at all (nothing when not root)."""
+def become_unprivileged(uid: int | None = None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child ``uid``, with no groups and no privilege (None when not root). If the
+    Python in use is below a directory others cannot enter, the child first gets a mount namespace of its own
+    where a tmpfs covers that directory and only the Python installation is bound back, at its own path."""
     if os.geteuid() != 0:
-        return []
+        return None
     uid = unprivileged_uid() if uid is None else uid
-    python = [Path(sys.base_prefix), Path(sys.prefix)]
-    outer = ["bwrap", "--dev-bind", "/", "/", "--die-with-parent", *_expose(python), "--"]
-    return [*outer, "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+    exposures = _exposures([Path(sys.base_prefix), Path(sys.prefix)])
+
+    def preexec() -> None:  # runs in the child, between fork and exec: system calls only
+        if exposures:
+            _check(_LIBC.unshare(_CLONE_NEWNS))
+            _check(_LIBC.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None))
+            sources = [(closed, path, os.open(path, os.O_PATH)) for closed, path in exposures]  # this namespace's
+            covered: set[Path] = set()
+            for closed, path, fd in sources:
+                if closed not in covered:
+                    covered.add(closed)
+                    _check(_LIBC.mount(b"tmpfs", bytes(closed), b"tmpfs", 0, b"mode=0755"))
+                os.makedirs(path, mode=0o755, exist_ok=True)
+                _check(_LIBC.mount(f"/proc/self/fd/{fd}".encode(), bytes(path), None, _MS_BIND | _MS_REC, None))
+                os.close(fd)
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+
+    return preexec
 
 
 @contextlib.contextmanager
@@ -109,8 +130,11 @@ def rootless_problem() -> str | None:
         "from tre.workspaces.sandbox import SandboxMode, check_sandbox_support as c\n"
         "print((c(SandboxMode.ROOTLESS).problems or [''])[0])"
     )
-    argv = [*unprivileged_prefix(), sys.executable, "-c", code]
-    done = subprocess.run(argv, capture_output=True, text=True, env=python_env(), cwd="/", check=False)
+    argv = [sys.executable, "-c", code]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, env=python_env(), cwd="/", check=False,
+        preexec_fn=become_unprivileged(),
+    )  # fmt: skip
     if done.returncode != 0:
         return f"cannot run Python as uid {unprivileged_uid()}: {done.stderr.strip()[-300:]}"
     return done.stdout.strip() or None
@@ -160,12 +184,12 @@ class Driver:
     """The driver process (as the unprivileged uid), seen from the test."""
 
     def __init__(self, plan: dict[str, Any], work: Path) -> None:
-        argv = [*unprivileged_prefix(), sys.executable, "-m", "tests.support.rootless", json.dumps(plan)]
+        argv = [sys.executable, "-m", "tests.support.rootless", json.dumps(plan)]
         self.log = work / "driver.log"
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=python_env(),
-                cwd=str(REPO),
+                cwd=str(REPO), preexec_fn=become_unprivileged(),
             )  # fmt: skip
         self.started = self._answer()
 
