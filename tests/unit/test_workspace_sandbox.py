@@ -411,7 +411,7 @@ def test_the_relays_are_told_only_the_allowed_ports() -> None:
     assert outside[-3:] == ["--", "bwrap", "--"]
 
 
-def test_a_rootless_server_port_that_is_also_a_hub_port_is_refused(
+def test_rootless_ports_that_cannot_be_listened_on_inside_are_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sandbox_module, "check_sandbox_support", lambda mode: SandboxSupport(()))
@@ -421,6 +421,9 @@ def test_a_rootless_server_port_that_is_also_a_hub_port_is_refused(
     spec = SandboxSpec("p.alice", "alice", data, tmp_path / "out", tmp_path / "home", (8081, 8888), server_port=8888)
     with pytest.raises(ConflictError, match="port 8888 is both the workspace server's and one it forwards"):
         Sandbox(host, "p.alice").prepare(spec)
+    low = SandboxSpec("p.alice", "alice", data, tmp_path / "out", tmp_path / "home", (8081, 443))
+    with pytest.raises(ConflictError, match="port 443 is below 1024: a rootless workspace has no privilege"):
+        Sandbox(host, "p.alice").prepare(low)
     assert not (tmp_path / "state" / "tre-w00000" / "sockets").exists()
 
 

@@ -73,6 +73,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 KILL_ROUNDS = 20
 MODES = ("auto", "root", "rootless")
+PRIVILEGED_PORTS = 1024
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,12 @@ class Sandbox:
             raise SandboxError(
                 f"port {spec.server_port} is both the workspace server's and one it forwards to the hub: "
                 "choose another SandboxSpawner.workspace_port"
+            )
+        privileged = sorted(port for port in (spec.server_port, *spec.hub_ports) if port < PRIVILEGED_PORTS)
+        if privileged:
+            raise SandboxError(
+                f"port {privileged[0]} is below {PRIVILEGED_PORTS}: a rootless workspace has no privilege to listen "
+                "there on its own loopback; use ports from 1024 up"
             )
         layout = self._layout(spec, link)
         sockets = _rootless.prepare_sockets(self.host, link)
