@@ -56,8 +56,9 @@ def commits_counted(store: Store, returned: list[str] | None = None) -> Iterator
 class Group:
     """A first writer that holds its turn until others queue behind it, then lets them all go."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, first_fails: bool = False) -> None:
         self.store = store
+        self.first_fails = first_fails
         self.inside, self.go = threading.Event(), threading.Event()
         self.returned: list[str] = []
         self.errors: dict[str, BaseException] = {}
@@ -69,6 +70,8 @@ class Group:
                 unit.audit.append(at=NOW, actor="first", action="x.write", details={})
                 self.inside.set()
                 self.go.wait()
+                if self.first_fails:
+                    raise ValueError("first failed")
             self.returned.append("first")
         except BaseException as error:
             self.errors["first"] = error
@@ -122,6 +125,16 @@ def test_a_failing_writer_is_undone_alone(store: Store) -> None:
     assert len(commits) == 1
     assert str(group.errors["second"]) == "second failed"
     assert actors(store) == ["first", "third"]
+
+
+def test_a_failing_first_writer_is_undone_alone(store: Store) -> None:
+    group = Group(store, first_fails=True)
+    with commits_counted(store) as commits:
+        group.run({"second": False, "third": False})
+    assert len(commits) == 1  # the others make a group of their own
+    assert str(group.errors["first"]) == "first failed"
+    assert sorted(group.returned) == ["second", "third"]
+    assert actors(store) == ["second", "third"]
 
 
 def test_a_failed_commit_fails_every_writer_and_keeps_nothing(store: Store) -> None:

@@ -173,7 +173,11 @@ def remove_file(unit: Unit, actor: Actor, request_id: str, name: str, *, now: dt
 
 
 def _files(unit: Unit, request_id: str) -> list[RequestFile]:
-    return [RequestFile(f.name, FileKind(f.kind), f.sha256, f.size) for f in unit.airlock.files(request_id)]
+    return _as_request_files(unit.airlock.files(request_id))
+
+
+def _as_request_files(files: list[StoredFile]) -> list[RequestFile]:
+    return [RequestFile(f.name, FileKind(f.kind), f.sha256, f.size) for f in files]
 
 
 def _fingerprint(files: list[StoredFile]) -> str:
@@ -260,10 +264,6 @@ def _overrides(unit: Unit, request: StoredRequest) -> list[Override]:
     return [Override(o.checker, o.file, o.rule, o.rationale) for o in unit.airlock.overrides(request.id, request.round)]
 
 
-def _outputs(unit: Unit, request: StoredRequest) -> set[str]:
-    return {f.name for f in unit.airlock.files(request.id) if f.kind == FileKind.OUTPUT.value}
-
-
 def _verified_bytes(objects: ObjectStore, item: StoredFile) -> bytes:
     try:
         data = objects.get_bytes(item.object_key)
@@ -293,18 +293,19 @@ def vote(
     check_user_can_review(user, spec, request.author)
     if State(request.state) is not State.IN_REVIEW:
         raise ConflictError(f"request {request.id} is {request.state}: votes are taken only while in review")
-    if file not in {f.name for f in unit.airlock.files(request.id)}:
+    files = unit.airlock.files(request.id)
+    if file not in {f.name for f in files}:
         raise NotFoundError(f"request {request.id} has no file {file}")
     ballot = Ballot(user.name, file, choice, comment, shared)
     check_ballot(ballot)
     flagged, overrides = _flags(unit, request), _overrides(unit, request)
-    if choice is Vote.APPROVE and file in _outputs(unit, request):
+    if choice is Vote.APPROVE and file in {f.name for f in files if f.kind == FileKind.OUTPUT.value}:
         check_user_can_approve(user.name, file, flagged, overrides)
     unit.airlock.add_ballot(
         request.id, StoredBallot(request.round, user.name, file, choice.value, comment, shared, timestamp(now))
     )
     _audit(unit, actor, "voted", request, now, file=file, vote=choice.value, round=request.round)
-    outcome = request_outcome(_files(unit, request.id), _ballots(unit, request), flagged, overrides)
+    outcome = request_outcome(_as_request_files(files), _ballots(unit, request), flagged, overrides)
     return _move(unit, actor, request, outcome, Owner.SYSTEM, now) if outcome else request
 
 

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Literal
 
 from sqlalchemy import Connection, Engine, RootTransaction
 from sqlalchemy.orm import Session
@@ -67,11 +68,15 @@ class WriteQueue:
         except BaseException:
             self._pass_turn()
             raise
+        # The group's first writer needs no savepoint: if it fails, the whole transaction goes, with nothing else in it.
+        mode: Literal["rollback_only", "create_savepoint"] = (
+            "rollback_only" if not group.members else "create_savepoint"
+        )
         group.members += 1
-        session = Session(bind=group.connection, expire_on_commit=False, join_transaction_mode="create_savepoint")
+        session = Session(bind=group.connection, expire_on_commit=False, join_transaction_mode=mode)
         try:
             yield session
-            session.commit()  # releases this writer's savepoint; the group's transaction stays open
+            session.commit()  # flushes (and releases a savepoint); the group's transaction stays open
         except BaseException:
             self._undo(group, session)
             self._finish(group, failed=True)
@@ -110,7 +115,8 @@ class WriteQueue:
         return self._group
 
     def _undo(self, group: _Group, session: Session) -> None:
-        """Roll back this writer's savepoint; if even that fails, the connection is unusable: abort the group."""
+        """Roll back this writer's savepoint (the first writer's: the transaction); if even that fails, the
+        connection is unusable: abort the group."""
         try:
             session.rollback()
             session.close()
@@ -122,6 +128,7 @@ class WriteQueue:
         with self._lock:
             keep_open = (
                 group.error is None
+                and group.transaction.is_active
                 and bool(self._queue)
                 and group.members < self._max_members
                 and time.monotonic() - group.started < self._max_seconds
@@ -137,7 +144,9 @@ class WriteQueue:
 
     def _close(self, group: _Group) -> None:
         try:
-            if group.error is None:
+            if not group.transaction.is_active:
+                pass  # its only writer failed and rolled it back
+            elif group.error is None:
                 group.transaction.commit()
             else:
                 group.transaction.rollback()
