@@ -4,6 +4,7 @@ the Modulus 11 check and the opt-out look-up."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,7 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, table: pa.Table, params: dic
         con.unregister(_TABLE_NAME)
 
 
-def per_value(values: pa.ChunkedArray | pa.Array, work: Any) -> pa.Array:
+def per_value(values: pa.ChunkedArray | pa.Array, work: Callable[[pa.Array], pa.Array]) -> pa.Array:
     """``work`` (Arrow array to Arrow array) done once per distinct value, spread back over the rows; NULL stays."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
