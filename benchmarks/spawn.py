@@ -1,14 +1,18 @@
-"""Workspace start-up: spawn-request-to-ready for SandboxSpawner against JupyterHub's SimpleLocalProcessSpawner.
+"""Workspace start-up: spawn-request-to-ready for SandboxSpawner, in each sandbox mode this machine allows, against
+JupyterHub's SimpleLocalProcessSpawner.
 
-    sudo .venv/bin/python benchmarks/spawn.py [--runs 5]
+    .venv/bin/python benchmarks/spawn.py [--runs 5]         # as root: root mode, rootless mode (another uid), baseline
+                                                            # otherwise: rootless mode and baseline
 
 Starts, in one temporary directory: a throwaway OpenBao (for the pseudonymisation key), a TRE home prepared with
-the ``tre`` CLI (users, dataset, an approved and provisioned project), and two real JupyterHubs side by side, one
-with each spawner, both running the same single-user server (``jupyterhub-singleuser``). Spawns alternate between
-the two hubs, after one warm-up spawn each, so both see the same machine load. Each spawn is timed from the REST
-request to the hub reporting the server ready (the hub has then had an HTTP answer from it), and each stop from
-the request to the server being gone. Finally it times approve-to-ready for a new project: approval, provisioning
-and the first workspace. Needs root (the sandbox does).
+the ``tre`` CLI (users, dataset, an approved and provisioned project), and real JupyterHubs side by side, one per
+spawner, all running the same single-user server (``jupyterhub-singleuser``): SimpleLocalProcessSpawner (the
+baseline), SandboxSpawner in the root mode (when run as root), and SandboxSpawner in the rootless mode (run by an
+unprivileged uid, with its own copy of the TRE home, when run as root; by the invoking user otherwise). Spawns
+alternate between the hubs, after one warm-up spawn each, so all see the same machine load. Each spawn is timed
+from the REST request to the hub reporting the server ready (the hub has then had an HTTP answer from it, through
+the relays in the rootless mode), and each stop from the request to the server being gone. Finally it times
+approve-to-ready for a new project: approval, provisioning and the first workspace (in the first sandbox mode).
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -42,6 +45,7 @@ sys.path.insert(0, str(REPO))
 VENV_BIN = Path(sys.executable).parent
 TOKEN = secrets.token_hex(24)  # the benchmark service's API token for both hubs
 PROJECT = "diabetes-outcomes"
+REQUESTS = 20
 
 COMMON_CONFIG = """
 c = get_config()  # noqa: F821
@@ -54,7 +58,9 @@ c.ConfigurableHTTPProxy.command = ["{venv_bin}/configurable-http-proxy"]
 c.JupyterHub.db_url = "sqlite:///{work}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = "{work}/cookie_secret"
 c.JupyterHub.services = [{{"name": "bench", "api_token": "{token}"}}]
-c.JupyterHub.load_roles = [{{"name": "bench", "scopes": ["admin:users", "admin:servers"], "services": ["bench"]}}]
+c.JupyterHub.load_roles = [
+    {{"name": "bench", "scopes": ["admin:users", "admin:servers", "access:servers"], "services": ["bench"]}}
+]
 c.Spawner.cmd = ["{venv_bin}/jupyterhub-singleuser"]
 c.Spawner.default_url = "/lab"
 c.Spawner.start_timeout = 120
@@ -62,10 +68,12 @@ c.Spawner.http_timeout = 120
 """
 SANDBOX_CONFIG = """
 c.JupyterHub.spawner_class = "tre.workspaces.local_spawner.SandboxSpawner"
+c.SandboxSpawner.sandbox_mode = "{mode}"
 c.SandboxSpawner.sandbox_pool = "{pool}"
 c.SandboxSpawner.sandbox_table = "{table}"
 c.SandboxSpawner.sandbox_prefix = "{prefix}"
 c.SandboxSpawner.sandbox_state_dir = "{state_dir}"
+c.SandboxSpawner.workspace_root = "{work}/workspaces"
 """
 SIMPLE_CONFIG = """
 c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
@@ -84,21 +92,23 @@ def free_port(address: str = "127.0.0.1") -> int:
 class Hub:
     name: str
     work: Path
+    options: dict[str, Any] = field(default_factory=dict)
     proxy_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     spawns: list[float] = field(default_factory=list)
     stops: list[float] = field(default_factory=list)
+    requests: list[float] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.proxy_port}"
 
-    def start(self, config: str, env: dict[str, str]) -> None:
+    def start(self, config: str, env: dict[str, str], preexec: Callable[[], None] | None = None) -> None:
         (self.work / "jupyterhub_config.py").write_text(config)
         with (self.work / "hub.log").open("wb") as log:
             self.process = subprocess.Popen(
                 [str(VENV_BIN / "jupyterhub"), "-f", "jupyterhub_config.py"],
-                cwd=self.work, env=env, stdout=log, stderr=subprocess.STDOUT,
+                cwd=self.work, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec,
             )  # fmt: skip
         wait(lambda: self.call("GET", "/hub/api/")[0] == 200, 60, f"the {self.name} hub did not start", self.log)
 
@@ -133,6 +143,18 @@ class Hub:
             raise RuntimeError(f"{self.name}: spawn {user}: {status} {body}\n{self.log()}")
         wait(lambda: bool((s := self.server(user)) and s["ready"]), 120, f"{self.name}: {user} not ready", self.log)
         return time.perf_counter() - start
+
+    def time_requests(self, user: str, count: int) -> list[float]:
+        """Seconds for each of ``count`` small API requests to the user's server, through the proxy (and, in the
+        rootless mode, both relays)."""
+        times = []
+        for _ in range(count):
+            start = time.perf_counter()
+            status, body = self.call("GET", f"/user/{user}/api/status")
+            times.append(time.perf_counter() - start)
+            if status != 200:
+                raise RuntimeError(f"{self.name}: GET /user/{user}/api/status: {status} {body}")
+        return times
 
     def stop(self, user: str) -> float:
         start = time.perf_counter()
@@ -232,76 +254,122 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[rank]
 
 
-def table(rows: list[tuple[str, list[float]]], baseline: list[float]) -> str:
-    base = statistics.median(baseline)
-    lines = [f"{'':34} {'runs':>4} {'median s':>9} {'p90 s':>7} {'min s':>7} {'max s':>7} {'overhead':>9}"]
+def table(rows: list[tuple[str, list[float]]], baseline: list[float], unit: str = "s") -> str:
+    scale, base = {"s": 1.0, "ms": 1000.0}[unit], statistics.median(baseline)
+    heading = f"{'':34} {'runs':>4} {'median ' + unit:>9} {'p90 ' + unit:>7} {'min ' + unit:>7} {'max ' + unit:>7}"
+    lines = [f"{heading} {'overhead':>9}"]
     for name, values in rows:
         median = statistics.median(values)
         overhead = f"{(median / base - 1) * 100:+.1f}%" if values is not baseline else "baseline"
-        lines.append(
-            f"{name:34} {len(values):>4} {median:>9.3f} {percentile(values, 0.9):>7.3f} {min(values):>7.3f} "
-            f"{max(values):>7.3f} {overhead:>9}"
-        )
+        figures = [median, percentile(values, 0.9), min(values), max(values)]
+        shown = [f"{value * scale:>{width}.3f}" for value, width in zip(figures, (9, 7, 7, 7), strict=True)]
+        lines.append(f"{name:34} {len(values):>4} {' '.join(shown)} {overhead:>9}")
     return "\n".join(lines)
 
 
 def run(runs: int) -> None:
     from tests.support import openbao
-    from tre.workspaces.sandbox import check_sandbox_support, prepare_host, teardown_host
+    from tests.support.rootless import private_directory, rootless_problem
+    from tre.workspaces.sandbox import SandboxMode, check_sandbox_support
 
-    check_sandbox_support().require()
-    work = Path(tempfile.mkdtemp(prefix="tre-spawn-bench-"))
-    work.chmod(0o700)
+    root = os.geteuid() == 0 and check_sandbox_support(SandboxMode.ROOT).ok
+    rootless = rootless_problem()
+    if not root and rootless is not None:
+        raise SystemExit(f"no sandbox mode works here: {check_sandbox_support(SandboxMode.ROOT).problems[0]}")
     with contextlib.ExitStack() as exits:
-        exits.callback(shutil.rmtree, work, True)
+        work = exits.enter_context(private_directory("tre-spawn-bench-"))  # the rootless hub's uid owns it
         bao = openbao.start_server()
         exits.callback(bao.stop)
         print("preparing the TRE home (users, dataset, approved and provisioned project)…", flush=True)
         tre, home = prepare_tre(work, bao.url, bao.root_token)
-        host = sandbox_host(work / "sandbox-state")
-        exits.callback(teardown_host, host, forget=True)
-        prepare_host(host)
-        env = {**os.environ, "TRE_HOME": str(home), "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
-        sandboxed, simple = (
-            Hub("SandboxSpawner", work / "hub-sandbox"),
-            Hub("SimpleLocalProcessSpawner", work / "hub-simple"),
-        )
-        for hub in (sandboxed, simple):
-            hub.work.mkdir()
-            exits.callback(hub.shutdown)
-        sandbox_extra = SANDBOX_CONFIG.format(
-            pool=host.pool, table=host.table, prefix=host.prefix, state_dir=host.state_dir
-        )
-        sandboxed.start(common_config(sandboxed, str(host.hub_address)) + sandbox_extra, env)
-        simple.start(common_config(simple, "127.0.0.1") + SIMPLE_CONFIG.format(work=simple.work), env)
-        measure(sandboxed, simple, runs)
-        new_project(tre, sandboxed, home)
+        simple = Hub("SimpleLocalProcessSpawner", work / "hub-simple")
+        hubs = [simple]
+        if root:
+            hubs.append(start_root_hub(exits, work, home))
+        if rootless is None:
+            hubs.append(start_rootless_hub(exits, work, home))
+        else:
+            print(f"the rootless mode is not measured: {rootless}")
+        simple.work.mkdir()
+        exits.callback(simple.shutdown)
+        simple.start(common_config(simple, "127.0.0.1") + SIMPLE_CONFIG.format(work=simple.work), hub_env(home))
+        measure(hubs, runs)
+        new_project(tre, hubs[1], home)
 
 
-def measure(sandboxed: Hub, simple: Hub, runs: int) -> None:
-    options = {"project": PROJECT}
+def hub_env(home: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "TRE_HOME": str(home), "PATH": f"{VENV_BIN}:{os.environ['PATH']}", **extra}
+
+
+def start_root_hub(exits: contextlib.ExitStack, work: Path, home: Path) -> Hub:
+    from tre.workspaces.sandbox import prepare_host, teardown_host
+
+    host = sandbox_host(work / "sandbox-state")
+    exits.callback(teardown_host, host, forget=True)
+    prepare_host(host)
+    hub = Hub("SandboxSpawner, root mode", work / "hub-root", {"project": PROJECT})
+    hub.work.mkdir()
+    exits.callback(hub.shutdown)
+    extra = SANDBOX_CONFIG.format(
+        mode="root", pool=host.pool, table=host.table, prefix=host.prefix, state_dir=host.state_dir, work=hub.work
+    )
+    hub.start(common_config(hub, str(host.hub_address)) + extra, hub_env(home))
+    return hub
+
+
+def start_rootless_hub(exits: contextlib.ExitStack, work: Path, home: Path) -> Hub:
+    """As root: run by the unprivileged uid on a copy of the TRE home it owns, as a TRE without root would be.
+    Otherwise: run by this user, on the same home."""
+    from tests.support.rootless import become_unprivileged, give
+
+    hub = Hub("SandboxSpawner, rootless mode", work / "hub-rootless", {"project": PROJECT})
+    hub.work.mkdir()
+    if os.geteuid() == 0:
+        home = work / "tre-home-rootless"
+        shutil.copytree(work / "tre-home", home, symlinks=True)
+        give(home)
+        give(hub.work)
+    extra = SANDBOX_CONFIG.format(
+        mode="rootless", pool="10.213.0.0/16", table="tre_sandbox", prefix="tre-w",
+        state_dir=home / "workspaces" / "sandbox", work=hub.work,
+    )  # fmt: skip
+    exits.callback(hub.shutdown)
+    hub.start(common_config(hub, "127.0.0.1") + extra, hub_env(home, HOME=str(hub.work)), become_unprivileged())
+    return hub
+
+
+def measure(hubs: list[Hub], runs: int) -> None:
     print(f"warming up, then {runs} alternating spawns and stops on each hub…", flush=True)
-    for hub, opts in ((sandboxed, options), (simple, {})):
-        hub.spawn("alice", opts)
+    for hub in hubs:
+        hub.spawn("alice", hub.options)
         hub.stop("alice")
     for _ in range(runs):
-        for hub, opts in ((sandboxed, options), (simple, {})):
-            hub.spawns.append(hub.spawn("alice", opts))
+        for hub in hubs:
+            hub.spawns.append(hub.spawn("alice", hub.options))
+            hub.requests += hub.time_requests("alice", REQUESTS)
             hub.stops.append(hub.stop("alice"))
+    baseline = hubs[0]
     print()
     print("spawn request to ready (REST API, server answering):")
-    print(table([(simple.name, simple.spawns), (sandboxed.name, sandboxed.spawns)], simple.spawns))
+    print(table([(hub.name, hub.spawns) for hub in hubs], baseline.spawns))
     print()
     print("stop request to stopped:")
-    print(table([(simple.name, simple.stops), (sandboxed.name, sandboxed.stops)], simple.stops))
-    baseline = statistics.median(simple.spawns)
-    overhead = (statistics.median(sandboxed.spawns) / baseline - 1) * 100
-    verdict = "meets" if overhead <= 20 else "MISSES"
-    print(f"\nsandbox spawn overhead {overhead:+.1f}% (median): {verdict} the target of at most +20%")
-    setup = setup_times(sandboxed)[-runs:]
-    share = statistics.median(setup) / 10 / baseline
-    print("the sandbox's own setup (gate check, namespace, veth, firewall, directories, audit; from the hub log):")
-    print(f"  median {statistics.median(setup):.0f} ms, max {max(setup):.0f} ms = {share:.1f}% of the baseline spawn")
+    print(table([(hub.name, hub.stops) for hub in hubs], baseline.stops))
+    print()
+    print(f"a small API request to the running server through the proxy ({REQUESTS} per spawn):")
+    print(table([(hub.name, hub.requests) for hub in hubs], baseline.requests, unit="ms"))
+    median = statistics.median(baseline.spawns)
+    print()
+    for hub in hubs[1:]:
+        overhead = (statistics.median(hub.spawns) / median - 1) * 100
+        verdict = "meets" if overhead <= 20 else "MISSES"
+        print(f"{hub.name}: spawn overhead {overhead:+.1f}% (median): {verdict} the target of at most +20%")
+        setup = setup_times(hub)[-runs:]
+        share = statistics.median(setup) / 10 / median
+        print(
+            f"  its own setup (gate check, namespaces or sockets, directories, audit; from the hub log): median "
+            f"{statistics.median(setup):.0f} ms, max {max(setup):.0f} ms = {share:.1f}% of the baseline spawn"
+        )
 
 
 def setup_times(hub: Hub) -> list[float]:
