@@ -376,5 +376,25 @@ def test_walkthrough_without_root_in_the_rootless_mode(tre_up_rootless: Running)
     state = tre_up_rootless.home / "workspaces" / "sandbox"
     assert list(state.glob("*/sockets")) == []
     assert processes_mentioning(str(state)) == []
-    assert stop(tre_up_rootless) == 0
-    assert wait_until_gone(tre_up_rootless.home) == []
+
+
+def test_a_killed_rootless_up_leaves_no_process_and_the_next_up_clears_the_rest(tre_up_rootless: Running) -> None:
+    """tre up and its hub killed at once (SIGKILL) while a workspace runs: the workspace dies with them, and the
+    next tre up removes its sockets before the hub starts."""
+    hub = tre_up_rootless.controller_hub()
+    hub.ensure_user("bob")
+    bob = Hub(tre_up_rootless.hub_url, hub.user_token("bob"))
+    assert bob.start_server("bob", {"project": "diabetes-outcomes"}).status_code in (201, 202)
+    state = tre_up_rootless.home / "workspaces" / "sandbox"
+    (sockets,) = state.glob("*/sockets")
+    pids = json.loads((tre_up_rootless.home / "run" / "pids.json").read_text())
+    tre_up_rootless.process.kill()
+    os.kill(pids["JupyterHub"]["pid"], signal.SIGKILL)
+    tre_up_rootless.process.wait(timeout=30)
+    assert wait_until_gone(tre_up_rootless.home) == []  # the workspace's relay, bubblewrap, server: all gone
+    assert sockets.exists()  # what was left: a directory
+    again = start(tre_up_rootless.home, tre_up_rootless.ports, "--sandbox-mode=rootless",
+                  preexec=become_unprivileged(), HOME=str(tre_up_rootless.home.parent))  # fmt: skip
+    tre_up_rootless.process, tre_up_rootless.endpoints = again.process, again.endpoints
+    assert not sockets.exists()
+    assert "left by an earlier 'tre up' that was killed" in _tail(tre_up_rootless.home)
