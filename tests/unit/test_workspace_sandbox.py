@@ -439,3 +439,13 @@ def test_the_spawner_checks_the_hub_api_is_where_rootless_workspaces_can_reach_i
     spawner.hub_connect_url = "http://10.213.255.254:8081/hub/api"
     with pytest.raises(SpawnException, match=r"workspaces can reach the hub only at 127\.0\.0\.1"):
         spawner._hub_ports(host)
+
+
+def test_a_rootless_state_directory_the_hub_cannot_make_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sandbox_module, "check_sandbox_support", lambda mode: SandboxSupport(()))
+    (tmp_path / "file").write_text("not a directory")
+    host = SandboxHost(state_dir=tmp_path / "file" / "state", mode=SandboxMode.ROOTLESS)
+    with pytest.raises(ConflictError, match=r"cannot make the sandbox state directory .*sandbox_state_dir"):
+        prepare_host(host)

@@ -169,7 +169,13 @@ def prepare_host(host: SandboxHost) -> None:
     exists. Rootless mode: only checks that sandboxes can run, and makes the state directory."""
     check_sandbox_support(host.mode).require()
     if host.mode is SandboxMode.ROOTLESS:
-        host.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            host.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SandboxError(
+                f"cannot make the sandbox state directory {host.state_dir} ({exc.strerror}): set "
+                "SandboxSpawner.sandbox_state_dir to a directory the hub's user may write"
+            ) from None
         return
     _claims.claim(host)
     _network.check_pool_is_free(host)
