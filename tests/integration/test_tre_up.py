@@ -231,6 +231,15 @@ tre('add', request, str(sidecar), '--kind', 'supporting')
 print('submitted', tre('submit', request))
 print('request', request)
 print('uid', os.getuid())
+import urllib.error, urllib.request
+def vault(project):
+    url = os.environ['VAULT_ADDR'] + f'/v1/secret/data/projects/{project}/absent'
+    request = urllib.request.Request(url, headers={'X-Vault-Token': os.environ['VAULT_TOKEN']})
+    try:
+        return urllib.request.urlopen(request, timeout=30).status
+    except urllib.error.HTTPError as error:
+        return error.code
+print('vault', vault('diabetes-outcomes'), vault('another-project'))
 """
 
 
@@ -254,6 +263,7 @@ def walkthrough(tre_up: Running) -> str:
     assert "nhs_number" in facts["columns"].split(",")
     assert facts["data"].startswith("read-only")
     assert facts["uid"] != "0"
+    assert facts["vault"] == "404 403"  # OpenBao reached; the token may read its own project's secrets only
     request_id = facts["request"]
     for checker in ("olive", "oscar"):
         vote = requests.post(
