@@ -53,6 +53,15 @@ class HashingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (all that are left, by default), read straight into the bytes returned: Arrow wraps
+        them without copying (RawIOBase's read would go through readinto and a copy)."""
+        data = self._handle.read(size)
+        if data:
+            with self._clock.stage(CHECKSUM):  # on the thread Arrow reads with
+                self._digest.update(data)
+        return data
+
     def readinto(self, buffer: Any) -> int:
         count = self._handle.readinto(buffer)
         if count:
