@@ -171,8 +171,8 @@ def run_extract(
     try:
         reader = open_source(plan, source, source_columns_used(plan), clock, reader_con)
         try:
-            prefilter = None if reader.exact else Prefilter(plan, _typed_values(con))
-            transform = BatchTransform(plan, con, load_optouts(optouts), clock)
+            prefilter = None if reader.queried else Prefilter(plan, _typed_values(con))
+            transform = BatchTransform(plan, con, load_optouts(optouts), clock, queried=reader.queried)
             writer = ExtractWriter(plan, writer_con, key, output, clock)
             _run(_first_cut(reader, prefilter, clock), transform, writer, threaded=limits.threads > 1)
         finally:

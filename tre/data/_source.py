@@ -80,7 +80,7 @@ class CsvSource:
     """A CSV source opened for one pass: iterate for its batches (the columns used, typed as declared), then
     ``rows_read`` and ``sha256``. Errors are InputErrors that name the row and column, never quoting a value."""
 
-    exact = False  # every row is in its batches: the filter is still to apply
+    queried = False  # every row is in its batches, as parsed: the first cut and the batch query are still to come
 
     def __init__(self, plan: ExtractPlan, path: Path, columns: list[str], clock: StageClock) -> None:
         self.rows_read = 0
@@ -116,11 +116,12 @@ class CsvSource:
 
 
 class ParquetSource:
-    """A Parquet source opened for one pass. DuckDB reads it on ``con`` (the reading thread's connection): only the
-    columns used, cast to the declared types, and only rows matching the filter, so its batches need no first cut.
-    Iterate for them, then ``sha256``; ``rows_read`` is the file's row count."""
+    """A Parquet source opened for one pass. DuckDB reads it on ``con`` (the reading thread's connection) with the
+    batch query itself (``_sql.batch_sql``): only the columns used, cast to the declared types, only rows matching the
+    filter, the NHS number as a number, generalised. Iterate for those batches, then ``sha256``; ``rows_read`` is the
+    file's row count."""
 
-    exact = True  # its batches hold only rows that match the filter
+    queried = True  # its batches are the batch query's result already
 
     def __init__(
         self, plan: ExtractPlan, path: Path, columns: list[str], clock: StageClock, con: duckdb.DuckDBPyConnection

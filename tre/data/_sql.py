@@ -92,9 +92,9 @@ def cast_source_sql(plan: ExtractPlan, columns: list[str], table: str) -> str:
 
 
 def parquet_scan_sql(plan: ExtractPlan, columns: list[str], params: Parameters) -> str:
-    """The rows of the Parquet file ``$source`` that match the filter: the columns the extract uses, cast to the
-    declared types (as the filter compares them)."""
-    return f"SELECT * FROM {cast_source_sql(plan, columns, 'read_parquet($source)')} WHERE {filter_sql(plan, params)}"
+    """``batch_sql`` straight over the Parquet file ``$source``, its columns cast to the declared types: the scan
+    reads only those columns and applies the filter as it reads."""
+    return batch_sql(plan, params, cast_source_sql(plan, columns, "read_parquet($source)"))
 
 
 def typed_value_sql(column_type: ColumnType) -> str:

@@ -100,16 +100,27 @@ class BatchTransform:
     """Takes a batch of source rows (after the first cut) to the rows the extract keeps, generalised; direct
     identifiers still as the text their pseudonyms are keyed on, and the NHS number as its number."""
 
-    def __init__(self, plan: ExtractPlan, con: duckdb.DuckDBPyConnection, optouts: OptOutList, clock: StageClock):
+    def __init__(
+        self,
+        plan: ExtractPlan,
+        con: duckdb.DuckDBPyConnection,
+        optouts: OptOutList,
+        clock: StageClock,
+        *,
+        queried: bool = False,
+    ) -> None:
+        """``queried``: the batches are the batch query's result already (DuckDB ran it as it read the source)."""
         self._plan, self._con, self._optouts, self._clock = plan, con, optouts, clock
         self._params = Parameters()
-        self._sql = batch_sql(plan, self._params, TABLE)
+        self._sql = None if queried else batch_sql(plan, self._params, TABLE)
         self._outward = [c.name for c in plan.outputs if c.transform is Transform.OUTWARD_CODE]
         self.tally = Tally()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        with self._clock.stage(SQL):
-            matching = query(self._con, self._sql, batch, self._params.values)
+        matching = batch
+        if self._sql is not None:
+            with self._clock.stage(SQL):
+                matching = query(self._con, self._sql, batch, self._params.values)
         with self._clock.stage(OPT_OUT):
             kept = self._kept(matching)
         with self._clock.stage(SQL):
