@@ -3,8 +3,9 @@
 Three stages, each on a thread of its own when the limits allow two threads or more, with small bounded queues
 between them (memory stays flat whatever the source's size):
 
-1. read (``_source``): parse the source (Arrow releases the GIL while it parses; a CSV source is checksummed as its
-   bytes are read) and make a sound first cut of the filter (``_prefilter``), gathering what is left into batches;
+1. read (``_source``): parse a CSV source (Arrow releases the GIL while it parses; the bytes are checksummed as they
+   are read) and make a sound first cut of the filter (``_prefilter``), gathering what is left into batches; a Parquet
+   source is read by DuckDB with the transform's query itself;
 2. transform (``_transform``): per batch, DuckDB applies the exact filter, normalises the NHS number and generalises;
    invalid NHS numbers and opted-out patients are dropped;
 3. write (``_writer``, the calling thread): gather kept rows into row groups, pseudonymise each distinct identifier
