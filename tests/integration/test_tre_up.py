@@ -137,6 +137,15 @@ def processes_under(home: Path) -> list[str]:
     return found
 
 
+def wait_until(done: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
 def wait_until_gone(home: Path, timeout: float = 30.0) -> list[str]:
     deadline = time.monotonic() + timeout
     left = processes_under(home)
@@ -389,8 +398,8 @@ def test_walkthrough_without_root_in_the_rootless_mode(tre_up_rootless: Running)
 
 
 def test_a_killed_rootless_up_leaves_no_process_and_the_next_up_clears_the_rest(tre_up_rootless: Running) -> None:
-    """tre up and its hub killed at once (SIGKILL) while a workspace runs: the workspace dies with them, and the
-    next tre up removes its sockets before the hub starts."""
+    """tre up and its hub killed at once (SIGKILL) while a workspace runs: the workspace dies with them, the next
+    tre up removes its sockets before the hub starts, and the new hub ends the old one's orphaned proxy."""
     hub = tre_up_rootless.controller_hub()
     hub.ensure_user("bob")
     bob = Hub(tre_up_rootless.hub_url, hub.user_token("bob"))
@@ -401,10 +410,12 @@ def test_a_killed_rootless_up_leaves_no_process_and_the_next_up_clears_the_rest(
     tre_up_rootless.process.kill()
     os.kill(pids["JupyterHub"]["pid"], signal.SIGKILL)
     tre_up_rootless.process.wait(timeout=30)
-    assert wait_until_gone(tre_up_rootless.home) == []  # the workspace's relay, bubblewrap, server: all gone
-    assert sockets.exists()  # what was left: a directory
+    assert wait_until(lambda: not processes_mentioning(str(state)))  # the workspace's relay, bwrap, server
+    assert sockets.exists()  # what the workspace left: a directory
+    orphans = [int(line.split(":")[0]) for line in processes_under(tre_up_rootless.home)]  # the hub's proxy
     again = start(tre_up_rootless.home, tre_up_rootless.ports, "--sandbox-mode=rootless",
                   preexec=become_unprivileged(), HOME=str(tre_up_rootless.home.parent))  # fmt: skip
     tre_up_rootless.process, tre_up_rootless.endpoints = again.process, again.endpoints
     assert not sockets.exists()
     assert "left by an earlier 'tre up' that was killed" in _tail(tre_up_rootless.home)
+    assert wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in orphans))  # the new hub ends them

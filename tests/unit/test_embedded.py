@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from tre.clients.airlock_http import AirlockClient
 from tre.embedded import Layout, Ports, UpOptions, run_up
 from tre.embedded._hub import HubSettings, config_text
 from tre.embedded._layout import check_ports_free, hub_secrets
-from tre.embedded._pids import record, start_time, stop_leftovers
+from tre.embedded._pids import PROXY_PID_FILE, record, start_time, stop_leftovers
 from tre.embedded._up import _endpoints, sandbox_host
 from tre.errors import AuthenticationError, ConflictError, InputError, NotFoundError, TemporaryError
 from tre.services import Actor, add_user, utcnow
@@ -191,6 +192,30 @@ def test_leftovers_are_stopped_only_if_pid_and_start_time_match(tmp_path: Path) 
         bystander.wait()
         survivor.kill()
         survivor.wait()
+
+
+def test_a_killed_hubs_proxy_is_stopped_only_if_it_is_that_proxy(tmp_path: Path) -> None:
+    """The proxy named by the hub's pid file, running in the hub's directory, is stopped; the same pid file naming
+    another program, or a proxy elsewhere, is left alone."""
+    layout = Layout(tmp_path / "home")
+    layout.create()
+    proxy = [sys.executable, "-c", "import time; time.sleep(60)", "configurable-http-proxy"]
+    pid_file = layout.hub / PROXY_PID_FILE
+    started = []
+    try:
+        for argv, cwd in ((["sleep", "60"], layout.hub), (proxy, tmp_path), (proxy, layout.hub)):
+            started.append(subprocess.Popen(argv, cwd=cwd, start_new_session=True))
+        for bystander in started[:2]:
+            pid_file.write_text(str(bystander.pid))
+            assert stop_leftovers(layout, grace=2) == []
+            assert bystander.poll() is None
+        pid_file.write_text(str(started[2].pid))
+        assert stop_leftovers(layout, grace=2) == ["JupyterHub's proxy"]
+        assert started[2].wait(timeout=10) is not None
+    finally:
+        for process in started:
+            process.kill()
+            process.wait()
 
 
 def test_a_second_up_on_one_home_is_refused(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 If a previous ``tre up`` was killed (SIGKILL, power loss) its children normally die with it
 (``PR_SET_PDEATHSIG``); any that did not are found here by pid *and* start time (so a recycled pid is
-never killed) and stopped before the new run starts.
+never killed) and stopped before the new run starts. JupyterHub's proxy is the hub's own child, with no
+parent-death signal: a hub killed outright leaves it holding the public port. It is found through the pid file
+the hub writes, and stopped only if that process is a configurable-http-proxy running in the hub's directory.
 """
 
 from __future__ import annotations
@@ -56,13 +58,34 @@ def record(layout: Layout, children: dict[str, int]) -> None:
     write_private_json(layout.pids, entries)
 
 
+PROXY_PID_FILE = "jupyterhub-proxy.pid"  # JupyterHub's default, in its working directory (layout.hub)
+
+
+def orphaned_proxy(layout: Layout) -> int | None:
+    """The pid of the proxy a killed hub left running, if any (its pid file names a configurable-http-proxy
+    whose working directory is the hub's)."""
+    try:
+        pid = int((layout.hub / PROXY_PID_FILE).read_text(encoding="utf-8").strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except (OSError, ValueError):
+        return None
+    if b"configurable-http-proxy" not in cmdline or cwd != layout.hub.resolve():
+        return None
+    return pid
+
+
 def stop_leftovers(layout: Layout, grace: float = 5.0) -> list[str]:
-    """Stop children a killed earlier run left behind; returns their names."""
+    """Stop children a killed earlier run left behind, and a killed hub's proxy; returns their names."""
+    stopped = []
+    proxy = orphaned_proxy(layout)
+    if proxy is not None:
+        _stop_group(proxy, grace)
+        stopped.append("JupyterHub's proxy")
     try:
         entries = json.loads(layout.pids.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return []
-    stopped = []
+        return stopped
     for name, entry in entries.items() if isinstance(entries, dict) else []:
         pid, started = entry.get("pid"), entry.get("start")
         if isinstance(pid, int) and started is not None and start_time(pid) == started:
