@@ -8,6 +8,7 @@ TRE_TEST_REQUIRE_SANDBOX=1 (CI) a missing capability fails instead of skipping.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -413,9 +414,14 @@ def test_a_killed_rootless_up_leaves_no_process_and_the_next_up_clears_the_rest(
     assert wait_until(lambda: not processes_mentioning(str(state)))  # the workspace's relay, bwrap, server
     assert sockets.exists()  # what the workspace left: a directory
     orphans = [int(line.split(":")[0]) for line in processes_under(tre_up_rootless.home)]  # the hub's proxy
-    again = start(tre_up_rootless.home, tre_up_rootless.ports, "--sandbox-mode=rootless",
-                  preexec=become_unprivileged(), HOME=str(tre_up_rootless.home.parent))  # fmt: skip
-    tre_up_rootless.process, tre_up_rootless.endpoints = again.process, again.endpoints
-    assert not sockets.exists()
-    assert "left by an earlier 'tre up' that was killed" in _tail(tre_up_rootless.home)
-    assert wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in orphans))  # the new hub ends them
+    try:
+        again = start(tre_up_rootless.home, tre_up_rootless.ports, "--sandbox-mode=rootless",
+                      preexec=become_unprivileged(), HOME=str(tre_up_rootless.home.parent))  # fmt: skip
+        tre_up_rootless.process, tre_up_rootless.endpoints = again.process, again.endpoints
+        assert not sockets.exists()
+        assert "left by an earlier 'tre up' that was killed" in _tail(tre_up_rootless.home)
+        assert wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in orphans))  # tre up ends them
+    finally:
+        for pid in orphans:  # should the restart have failed, leave nothing running
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
