@@ -34,6 +34,7 @@ from tests.support.rootless import (
     require_rootless_support,
     unprivileged_uid,
 )
+from tre.embedded._pids import start_time
 
 VENV_BIN = Path(sys.executable).parent
 REQUIRE_SANDBOX = os.environ.get("TRE_TEST_REQUIRE_SANDBOX") == "1"
@@ -413,7 +414,8 @@ def test_a_killed_rootless_up_leaves_no_process_and_the_next_up_clears_the_rest(
     tre_up_rootless.process.wait(timeout=30)
     assert wait_until(lambda: not processes_mentioning(str(state)))  # the workspace's relay, bwrap, server
     assert sockets.exists()  # what the workspace left: a directory
-    orphans = [int(line.split(":")[0]) for line in processes_under(tre_up_rootless.home)]  # the hub's proxy
+    orphans = {int(line.split(":")[0]) for line in processes_under(tre_up_rootless.home)}  # the hub's proxy
+    orphans_started = {pid: start_time(pid) for pid in orphans}
     try:
         again = start(tre_up_rootless.home, tre_up_rootless.ports, "--sandbox-mode=rootless",
                       preexec=become_unprivileged(), HOME=str(tre_up_rootless.home.parent))  # fmt: skip
@@ -422,6 +424,7 @@ def test_a_killed_rootless_up_leaves_no_process_and_the_next_up_clears_the_rest(
         assert "left by an earlier 'tre up' that was killed" in _tail(tre_up_rootless.home)
         assert wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in orphans))  # tre up ends them
     finally:
-        for pid in orphans:  # should the restart have failed, leave nothing running
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        for pid, started in orphans_started.items():  # should the restart have failed, leave nothing running
+            if started is not None and start_time(pid) == started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
