@@ -22,7 +22,7 @@ from tre.workspaces import _relay
 from tre.workspaces._host import SandboxHost, SlotLink
 from tre.workspaces._mounts import root_entries
 from tre.workspaces._process import ProcessRef
-from tre.workspaces._system import COMMAND_TIMEOUT, SandboxError, tool
+from tre.workspaces._system import COMMAND_TIMEOUT, missing_tools, tool
 
 RELAY_SOURCE = Path(_relay.__file__).resolve()
 RELAY_INSIDE = f"{_relay.RUN_INSIDE}-relay.py"
@@ -45,12 +45,7 @@ def rootless_problems() -> list[str]:
             "the rootless mode runs workspaces as the user who runs the hub, never as root: as root use the root "
             "mode (--sandbox-mode root), or run the TRE as an ordinary user"
         ]
-    problems = []
-    for name in TOOLS:
-        try:
-            tool(name)
-        except SandboxError as exc:
-            problems.append(str(exc))
+    problems = missing_tools(TOOLS)
     if not problems:
         problem = _probe()
         if problem:

@@ -32,6 +32,17 @@ def tool(name: str) -> str:
     return found
 
 
+def missing_tools(names: Sequence[str]) -> list[str]:
+    """One line per tool in ``names`` that is not installed, naming its Debian package."""
+    problems = []
+    for name in names:
+        try:
+            tool(name)
+        except SandboxError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def run(argv: Sequence[str], *, what: str, stdin: str | None = None, tolerate: Sequence[str] = ()) -> str:
     """Run a tool and return its standard output. A failure whose message contains one of ``tolerate`` (e.g.
     "Cannot find device" when removing something already gone) returns ""; any other raises SandboxError."""

@@ -49,7 +49,7 @@ from tre.workspaces._limits import CGROUP_ROOT, Cgroup, Limits, cgroup_v2_availa
 from tre.workspaces._mounts import Layout, bwrap_argv, root_entries, setpriv_argv, write_etc
 from tre.workspaces._process import ProcessRef, command_name, send, wait_until
 from tre.workspaces._slots import SlotRegistry, check_sandbox_id
-from tre.workspaces._system import TOOLS, SandboxError, run, tool
+from tre.workspaces._system import TOOLS, SandboxError, missing_tools, run, tool
 
 __all__ = [
     "DEFAULT_POOL",
@@ -149,11 +149,7 @@ def check_sandbox_support(mode: SandboxMode = SandboxMode.ROOT) -> SandboxSuppor
             "the root sandbox mode needs root (network namespaces, veth and nftables): run as root, or use the "
             "rootless mode (--sandbox-mode rootless); a workspace never runs unsandboxed"
         )
-    for name in TOOLS:
-        try:
-            tool(name)
-        except SandboxError as exc:
-            problems.append(str(exc))
+    problems += missing_tools(TOOLS)
     if not problems:
         try:
             run(["nft", "list", "tables"], what="nftables")
