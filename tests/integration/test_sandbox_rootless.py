@@ -448,28 +448,7 @@ def test_the_relays_carry_a_large_exchange_intact(world: World) -> None:
 
 # The spawner in a real JupyterHub, all of it run by the unprivileged uid.
 
-HUB_CONFIG = """
-c = get_config()  # noqa: F821
-c.JupyterHub.spawner_class = "tre.workspaces.local_spawner.SandboxSpawner"
-c.JupyterHub.authenticator_class = "dummy"
-c.Authenticator.allow_all = True
-c.JupyterHub.bind_url = "http://127.0.0.1:{proxy_port}"
-c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub_port}"
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
-c.ConfigurableHTTPProxy.command = ["{venv_bin}/configurable-http-proxy"]
-c.JupyterHub.db_url = "sqlite:///{work}/jupyterhub.sqlite"
-c.JupyterHub.cookie_secret_file = "{work}/cookie_secret"
-c.JupyterHub.services = [{{"name": "tester", "api_token": "{token}"}}]
-c.JupyterHub.load_roles = [
-    {{"name": "tester", "scopes": ["admin:users", "admin:servers", "access:servers"], "services": ["tester"]}}
-]
-c.Spawner.poll_interval = 1
-c.Spawner.start_timeout = 90
-c.Spawner.http_timeout = 90
-c.SandboxSpawner.sandbox_mode = "rootless"
-c.SandboxSpawner.sandbox_state_dir = "{state_dir}"
-c.SandboxSpawner.stop_grace = 5
-"""
+HUB_CONFIG = spawner_tests.BASE_HUB_CONFIG + 'c.SandboxSpawner.sandbox_mode = "rootless"\n'
 
 
 @pytest.fixture(scope="module")
@@ -482,7 +461,12 @@ def rootless_hub(bao: openbao.OpenBaoServer) -> Iterator[spawner_tests.Hub]:
         ports = {"proxy_port": free_port(), "proxy_api_port": free_port(), "hub_port": free_port()}
         state_dir = home / "workspaces" / "sandbox"
         config = HUB_CONFIG.format(
-            **ports, venv_bin=VENV_BIN, work=work, token=spawner_tests.TOKEN, state_dir=state_dir
+            **ports,
+            hub_address="127.0.0.1",
+            venv_bin=VENV_BIN,
+            work=work,
+            token=spawner_tests.TOKEN,
+            state_dir=state_dir,
         )
         (work / "jupyterhub_config.py").write_text(config)
         give(work)

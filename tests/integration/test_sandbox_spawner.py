@@ -47,7 +47,7 @@ TOKEN = "sandbox-spawner-test-token-0123456789"
 READY_TIMEOUT = 90.0
 VENV_BIN = Path(sys.executable).parent
 
-HUB_CONFIG = """
+BASE_HUB_CONFIG = """
 c = get_config()  # noqa: F821
 c.JupyterHub.spawner_class = "tre.workspaces.local_spawner.SandboxSpawner"
 c.JupyterHub.authenticator_class = "dummy"
@@ -65,13 +65,17 @@ c.JupyterHub.load_roles = [
 c.Spawner.poll_interval = 1
 c.Spawner.start_timeout = 90
 c.Spawner.http_timeout = 90
-c.SandboxSpawner.sandbox_pool = "{pool}"
-c.SandboxSpawner.sandbox_table = "{table}"
-c.SandboxSpawner.sandbox_prefix = "{prefix}"
 c.SandboxSpawner.sandbox_state_dir = "{state_dir}"
-c.SandboxSpawner.gate_check_interval = 1
 c.SandboxSpawner.stop_grace = 5
 """
+ROOT_HUB_CONFIG = (
+    BASE_HUB_CONFIG
+    + """c.SandboxSpawner.sandbox_pool = "{pool}"
+c.SandboxSpawner.sandbox_table = "{table}"
+c.SandboxSpawner.sandbox_prefix = "{prefix}"
+c.SandboxSpawner.gate_check_interval = 1
+"""
+)
 
 
 @dataclass
@@ -208,7 +212,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory, bao: openbao.OpenBaoServer) ->
         stack.callback(teardown_host, host, forget=True)
         prepare_host(host)
         ports = {"proxy_port": free_port(), "proxy_api_port": free_port()}
-        config = HUB_CONFIG.format(
+        config = ROOT_HUB_CONFIG.format(
             **ports, hub_address=host.hub_address, hub_port=_free_port_on(str(host.hub_address)),
             venv_bin=VENV_BIN, work=work, token=TOKEN, pool=host.pool, table=host.table, prefix=host.prefix,
             state_dir=host.state_dir,
